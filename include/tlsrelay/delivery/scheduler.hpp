@@ -1,0 +1,73 @@
+// The queue manager: keeps every queued message in memory with its next
+// attempt time, runs deliveries, logs one line per recipient per attempt,
+// and records final results in the spool. It alone decides between sent,
+// deferred and bounced.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/awaitable.hpp>
+#include <asio/steady_timer.hpp>
+
+#include "tlsrelay/delivery/client.hpp"
+#include "tlsrelay/dns/resolver.hpp"
+#include "tlsrelay/queue/spool.hpp"
+#include "tlsrelay/util/address.hpp"
+
+namespace tlsrelay::delivery {
+
+struct SchedulerSettings {
+    ClientOptions client;
+    std::optional<NextHop> relayhost;
+    std::uint16_t port = 25;
+    std::chrono::seconds minimal_backoff_time{300};
+    std::chrono::seconds maximal_backoff_time{4000};
+    std::size_t max_parallel_deliveries = 20;
+};
+
+class Scheduler {
+public:
+    Scheduler(asio::any_io_executor executor, queue::Spool& spool, dns::Resolver& resolver, SchedulerSettings settings);
+
+    // Loads every message found in the spool, due at once.
+    void recover();
+    // Adds a message that was just committed to the spool.
+    void enqueue(const queue::Envelope& envelope);
+
+    void start();
+    // Stops starting deliveries; running ones finish on their own.
+    void stop();
+    std::size_t active_deliveries() const { return active_; }
+    std::size_t queued_messages() const { return entries_.size(); }
+
+private:
+    struct Entry {
+        queue::StoredMessage message;
+        std::chrono::steady_clock::time_point next_attempt;
+        std::chrono::seconds backoff{0};
+        bool busy = false;
+    };
+
+    asio::awaitable<void> run();
+    asio::awaitable<void> deliver(std::string id);
+    asio::awaitable<void> deliver_domain(Entry& entry, const std::string& domain, std::vector<std::size_t> indices,
+                                         std::vector<RecipientResult>& results);
+    void log_result(const Entry& entry, const RecipientResult& result, const std::string& relay, policy::Trust trust) const;
+    void add(queue::StoredMessage message);
+
+    asio::any_io_executor executor_;
+    queue::Spool& spool_;
+    dns::Resolver& resolver_;
+    SchedulerSettings settings_;
+    std::map<std::string, Entry> entries_;
+    asio::steady_timer wake_;
+    std::size_t active_ = 0;
+    bool stopped_ = false;
+};
+
+}  // namespace tlsrelay::delivery

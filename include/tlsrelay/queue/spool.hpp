@@ -1,0 +1,113 @@
+// The on-disk queue. A message is one file: an envelope header, then the
+// message content with CRLF line ends. Write order for a new message:
+// tmp/<id> is written and fsync'd, renamed to active/<id>, and active/ is
+// fsync'd; only then may the SMTP server reply 250. A file left in tmp/ never
+// got its 250 and is removed at start.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tlsrelay::queue {
+
+class SpoolError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// Creates a queue id: upper-case hex of the arrival time in microseconds and
+// a per-process counter, unique within one queue directory.
+std::string make_queue_id();
+
+struct Envelope {
+    std::string id;
+    std::string sender;  // empty for the null sender <>
+    std::vector<std::string> recipients;
+    std::int64_t arrival_unix_ms = 0;
+    std::string client;  // "host[addr]" of the submitting client
+    bool eight_bit = false;  // content has octets above 127: relay with BODY=8BITMIME
+};
+
+// A message found in active/ with the recipients that already have a final
+// result (their indices into envelope.recipients).
+struct StoredMessage {
+    Envelope envelope;
+    std::set<std::size_t> finished;
+    std::filesystem::path file;
+    std::uint64_t content_offset = 0;
+};
+
+class Spool;
+
+// Streams one new message to tmp/. Destroying it before commit() removes
+// the file.
+class MessageWriter {
+public:
+    MessageWriter(MessageWriter&& other) noexcept;
+    MessageWriter& operator=(MessageWriter&&) = delete;
+    ~MessageWriter();
+
+    // Appends content bytes as they are; raises SpoolError on a write error.
+    void append(std::string_view bytes);
+    std::uint64_t content_size() const { return content_size_; }
+
+    // Makes the message durable (see the file comment); raises SpoolError.
+    void commit();
+
+private:
+    friend class Spool;
+    MessageWriter(const Spool& spool, std::string id, int fd);
+    void flush();
+
+    const Spool* spool_;
+    std::string id_;
+    int fd_ = -1;
+    std::string buffer_;
+    std::uint64_t content_size_ = 0;
+    bool committed_ = false;
+};
+
+class Spool {
+public:
+    // Creates the folders if needed; raises SpoolError when it cannot.
+    explicit Spool(std::filesystem::path directory);
+
+    const std::filesystem::path& directory() const { return directory_; }
+
+    // Starts a message; the envelope is written first.
+    MessageWriter create(const Envelope& envelope);
+
+    // Removes unfinished files from tmp/ and reads every message in active/.
+    // A file that cannot be parsed is moved to corrupt/ and logged.
+    std::vector<StoredMessage> recover();
+
+    // Reads one message from active/; std::nullopt when missing or unreadable.
+    std::optional<StoredMessage> load(const std::string& id) const { return read_message(active_path(id)); }
+
+    // Records durably that these recipients have a final result.
+    void record_finished(const std::string& id, const std::set<std::size_t>& finished);
+
+    // Deletes a message whose recipients are all finished.
+    void remove(const std::string& id);
+
+    std::filesystem::path active_path(const std::string& id) const;
+
+private:
+    friend class MessageWriter;
+    std::filesystem::path tmp_path(const std::string& id) const;
+    std::filesystem::path state_path(const std::string& id) const;
+    std::optional<StoredMessage> read_message(const std::filesystem::path& file) const;
+
+    std::filesystem::path directory_;
+};
+
+// Fsyncs a folder so that a rename or unlink inside it is durable.
+void sync_directory(const std::filesystem::path& directory);
+
+}  // namespace tlsrelay::queue

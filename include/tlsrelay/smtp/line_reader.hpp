@@ -1,0 +1,47 @@
+// Reads SMTP lines from a stream with a fixed memory bound: a line longer
+// than the bound comes back in pieces instead of growing the buffer.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include <asio/awaitable.hpp>
+
+namespace tlsrelay::tls {
+class Stream;
+}
+
+namespace tlsrelay::smtp {
+
+enum class LineEnd {
+    crlf,     // "\r\n"
+    bare_lf,  // "\n" without a CR before it
+    none,     // the line continues: this piece filled the bound
+};
+
+struct Line {
+    std::string text;  // without the line end
+    LineEnd end = LineEnd::crlf;
+};
+
+class LineReader {
+public:
+    LineReader(tls::Stream& stream, std::size_t max_piece) : stream_(stream), max_piece_(max_piece) {}
+
+    // Returns the next line or piece; raises asio::system_error at end of stream.
+    asio::awaitable<Line> read_line();
+
+    // True when bytes the peer sent are waiting in the buffer, e.g. commands
+    // pipelined after STARTTLS that must not be honoured after the handshake.
+    bool has_buffered() const { return start_ < buffer_.size(); }
+    void discard_buffered();
+    void set_max_piece(std::size_t max_piece) { max_piece_ = max_piece; }
+
+private:
+    tls::Stream& stream_;
+    std::size_t max_piece_;
+    std::string buffer_;
+    std::size_t start_ = 0;
+};
+
+}  // namespace tlsrelay::smtp

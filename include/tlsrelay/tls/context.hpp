@@ -1,0 +1,42 @@
+// TLS contexts: one server context per certificate, one client context per
+// CA store. Contexts are expensive (loading /etc/ssl/certs takes tens of
+// milliseconds and over a megabyte), so the relay builds each once and shares it.
+#pragma once
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+namespace tlsrelay::tls {
+
+// Raised when a context, key or certificate cannot be set up; what() names
+// the file and the library's reason.
+class TlsSetupError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+class ServerContext;
+class ClientContext;
+
+// Loads a PEM certificate chain and its private key for STARTTLS on the
+// inbound side.
+std::shared_ptr<ServerContext> make_server_context(const std::string& cert_file,
+                                                   const std::string& key_file);
+
+struct ClientContextOptions {
+    std::string ca_file;  // PEM bundle; empty: none
+    std::string ca_path;  // hashed directory such as /etc/ssl/certs; empty: none
+};
+
+// Builds the outbound context. Peer certificates are always requested and
+// checked against the CA store, but a failed check never aborts the
+// handshake: the result is recorded in SessionInfo for the policy to judge.
+std::shared_ptr<ClientContext> make_client_context(const ClientContextOptions& options);
+
+// Creates a self-signed certificate for `hostname` (subjectAltName dNSName
+// and CN) and writes it and its private key as PEM. The key file gets mode 0600.
+void generate_self_signed(const std::string& hostname, const std::string& cert_file,
+                          const std::string& key_file);
+
+}  // namespace tlsrelay::tls

@@ -1,0 +1,11 @@
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace tlsrelay::cli {
+
+// Runs the relay in the foreground until SIGINT or SIGTERM; returns the exit status.
+int serve(const std::vector<std::string>& arguments);
+
+}  // namespace tlsrelay::cli

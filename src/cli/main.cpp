@@ -1,0 +1,42 @@
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "commands.hpp"
+
+namespace {
+
+const char* usage_text =
+    "usage: tlsrelay COMMAND [OPTIONS]\n"
+    "\n"
+    "commands:\n"
+    "  serve --config FILE   run the relay in the foreground (SIGINT or SIGTERM stops it)\n"
+    "  version               print the version\n"
+    "  help                  print this text\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::vector<std::string> arguments(argv + 1, argv + argc);
+    if (arguments.empty()) {
+        std::fputs(usage_text, stderr);
+        return 2;
+    }
+
+    std::string command = arguments.front();
+    arguments.erase(arguments.begin());
+    if (command == "serve") {
+        return tlsrelay::cli::serve(arguments);
+    }
+    if (command == "version" || command == "--version") {
+        std::puts("tlsrelay " TLSRELAY_VERSION);
+        return 0;
+    }
+    if (command == "help" || command == "--help" || command == "-h") {
+        std::fputs(usage_text, stdout);
+        return 0;
+    }
+    std::fprintf(stderr, "tlsrelay: unknown command \"%s\"\n\n%s", command.c_str(), usage_text);
+    return 2;
+}

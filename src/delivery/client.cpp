@@ -1,0 +1,404 @@
+#include "tlsrelay/delivery/client.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include <asio/use_awaitable.hpp>
+
+#include "tlsrelay/smtp/line_reader.hpp"
+#include "tlsrelay/smtp/reply.hpp"
+#include "tlsrelay/tls/stream.hpp"
+#include "tlsrelay/util/address.hpp"
+#include "tlsrelay/util/deadline.hpp"
+#include "tlsrelay/util/log.hpp"
+
+namespace tlsrelay::delivery {
+
+const char* to_string(Outcome outcome) {
+    switch (outcome) {
+    case Outcome::sent: return "sent";
+    case Outcome::deferred: return "deferred";
+    case Outcome::bounced: return "bounced";
+    }
+    return "?";
+}
+
+namespace {
+
+// Replies longer than this are a broken or hostile server.
+constexpr std::size_t max_reply_line = 4096;
+constexpr int max_reply_lines = 100;
+constexpr std::size_t content_chunk = 64 * 1024;
+
+const char* phase_command(Phase phase) {
+    switch (phase) {
+    case Phase::connect: return "connect";
+    case Phase::greeting: return "initial greeting";
+    case Phase::ehlo: return "EHLO";
+    case Phase::starttls: return "STARTTLS";
+    case Phase::tls_policy: return "STARTTLS";
+    case Phase::mail: return "MAIL FROM";
+    case Phase::rcpt: return "RCPT TO";
+    case Phase::data: return "DATA";
+    case Phase::data_end: return "end of DATA";
+    }
+    return "?";
+}
+
+std::string capitalised(policy::Trust trust) {
+    std::string word = policy::to_string(trust);
+    word[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(word[0])));
+    return word;
+}
+
+// A protocol violation by the server, as opposed to a network error.
+class ProtocolError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// Appends content to `out` with dot-stuffing (RFC 5321 section 4.5.2).
+// The stored content has CRLF line ends only.
+void dot_stuff(std::string_view content, bool& at_line_start, std::string& out) {
+    for (char c : content) {
+        if (at_line_start && c == '.') {
+            out += '.';
+        }
+        out += c;
+        at_line_start = c == '\n';
+    }
+}
+
+class ClientSession {
+public:
+    ClientSession(const ClientOptions& options, const Target& target, asio::ip::tcp::socket socket)
+        : options_(options),
+          target_(target),
+          stream_(std::move(socket)),
+          reader_(stream_, max_reply_line),
+          deadline_(std::make_shared<Deadline>(stream_.socket())),
+          peer_(format_peer(target.host, target.address, target.port)) {}
+
+    asio::awaitable<AttemptResult> run(const queue::StoredMessage& message, const std::vector<std::size_t>& indices,
+                                       bool use_tls) {
+        deadline_->start();
+        std::exception_ptr failure;
+        try {
+            if (co_await open_session(use_tls)) {
+                co_await transaction(message, indices);
+                co_await quit();
+            }
+        } catch (const std::exception&) {
+            failure = std::current_exception();
+        }
+        if (failure) {
+            record_failure(failure, indices);
+        }
+        deadline_->stop();
+        stream_.close();
+        co_return std::move(result_);
+    }
+
+private:
+    // Connects, reads the greeting, says EHLO and sets up TLS as the policy
+    // demands. Returns false when the host cannot be used.
+    asio::awaitable<bool> open_session(bool use_tls) {
+        result_.phase = Phase::connect;
+        deadline_->arm(options_.connect_timeout);
+        co_await stream_.socket().async_connect(asio::ip::tcp::endpoint(target_.address, target_.port),
+                                                asio::use_awaitable);
+        result_.connected = true;
+
+        result_.phase = Phase::greeting;
+        auto greeting = co_await read_reply(options_.connect_timeout);
+        if (greeting.code != 220) {
+            co_return host_failed(greeting.status(), "host " + peer_ + " refused to talk to me: " + greeting.summary());
+        }
+
+        if (!co_await hello()) {
+            co_return false;
+        }
+        if (options_.level == policy::Level::none || !use_tls) {
+            co_return judge_plaintext();
+        }
+        if (!offers("STARTTLS")) {
+            co_return judge_plaintext();
+        }
+        co_return co_await start_tls();
+    }
+
+    asio::awaitable<bool> hello() {
+        result_.phase = Phase::ehlo;
+        auto reply = co_await command("EHLO " + options_.helo_name);
+        if (reply.code == 250) {
+            extensions_.clear();
+            for (std::size_t i = 1; i < reply.lines.size(); ++i) {
+                std::string keyword = reply.lines[i].substr(0, reply.lines[i].find(' '));
+                std::transform(keyword.begin(), keyword.end(), keyword.begin(),
+                               [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+                extensions_.push_back(keyword);
+            }
+            co_return true;
+        }
+
+        // RFC 5321 section 3.2: fall back to HELO for servers without ESMTP.
+        reply = co_await command("HELO " + options_.helo_name);
+        if (reply.code == 250) {
+            extensions_.clear();
+            co_return true;
+        }
+        co_return host_failed(reply.status(), remote_said(reply));
+    }
+
+    bool offers(std::string_view keyword) const {
+        return std::find(extensions_.begin(), extensions_.end(), keyword) != extensions_.end();
+    }
+
+    // Applies the policy to a session that stays in plaintext.
+    bool judge_plaintext() {
+        auto verdict = policy::judge(options_.level, policy::TlsFacts{}, target_.host);
+        result_.trust = verdict.trust;
+        if (!verdict.acceptable) {
+            result_.phase = Phase::starttls;
+            return host_failed("4.7.4", "TLS is required, but was not offered by host " + peer_);
+        }
+        return true;
+    }
+
+    asio::awaitable<bool> start_tls() {
+        result_.phase = Phase::starttls;
+        auto reply = co_await command("STARTTLS");
+        if (reply.code != 220) {
+            if (policy::requires_tls(options_.level)) {
+                co_return host_failed("4.7.4", "TLS is required, but host " + peer_ + " refused to start TLS: " +
+                                                   reply.summary());
+            }
+            co_return judge_plaintext();
+        }
+
+        try {
+            deadline_->arm(options_.command_timeout);
+            co_await stream_.handshake_client(*options_.tls, target_.host);
+        } catch (const tls::TlsError& error) {
+            log::warning("TLS handshake with " + peer_ + " failed: " + error.what());
+            // At level may, TLS trouble must not stop delivery: the caller
+            // reconnects and sends in plaintext.
+            result_.retry_without_tls = !policy::requires_tls(options_.level);
+            co_return host_failed("4.7.5", "TLS handshake with " + peer_ + " failed: " + error.what());
+        }
+
+        const auto& session = stream_.session();
+        policy::TlsFacts facts{true, session.peer_certificate_present, session.chain_trusted, session.verify_error,
+                               session.peer_names};
+        auto verdict = policy::judge(options_.level, facts, target_.host);
+        result_.trust = verdict.trust;
+        log::info(capitalised(verdict.trust) + " TLS connection established to " + peer_ + ": " + session.protocol +
+                  " with cipher " + session.cipher);
+        if (!verdict.acceptable) {
+            result_.phase = Phase::tls_policy;
+            co_await quit();
+            co_return host_failed("4.7.5", verdict.reason);
+        }
+
+        // RFC 3207 section 4.2: forget what was learned before TLS and greet again.
+        co_return co_await hello();
+    }
+
+    asio::awaitable<void> transaction(const queue::StoredMessage& message, const std::vector<std::size_t>& indices) {
+        const auto& envelope = message.envelope;
+
+        result_.phase = Phase::mail;
+        std::string mail = "MAIL FROM:<" + envelope.sender + ">";
+        if (offers("SIZE")) {
+            mail += " SIZE=" + std::to_string(content_size(message));
+        }
+        if (envelope.eight_bit && offers("8BITMIME")) {
+            mail += " BODY=8BITMIME";
+        }
+        auto reply = co_await command(mail);
+        if (!reply.positive()) {
+            finish_all(indices, reply);
+            co_return;
+        }
+
+        result_.phase = Phase::rcpt;
+        std::vector<std::size_t> accepted;
+        for (auto index : indices) {
+            reply = co_await command("RCPT TO:<" + envelope.recipients[index] + ">");
+            if (reply.positive()) {
+                accepted.push_back(index);
+            } else {
+                finish(index, reply);
+            }
+        }
+        if (accepted.empty()) {
+            co_return;
+        }
+
+        result_.phase = Phase::data;
+        reply = co_await command("DATA");
+        if (reply.code != 354) {
+            finish_all(accepted, reply);
+            co_return;
+        }
+
+        result_.phase = Phase::data_end;
+        co_await send_content(message);
+        reply = co_await read_reply(options_.command_timeout * 2);
+        finish_all(accepted, reply);
+    }
+
+    static std::uint64_t content_size(const queue::StoredMessage& message) {
+        std::error_code error;
+        auto size = std::filesystem::file_size(message.file, error);
+        return error || size < message.content_offset ? 0 : size - message.content_offset;
+    }
+
+    asio::awaitable<void> send_content(const queue::StoredMessage& message) {
+        int fd = ::open(message.file.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            throw std::runtime_error("cannot open queue file " + message.file.string() + ": " + std::strerror(errno));
+        }
+        std::shared_ptr<void> closer(nullptr, [fd](void*) { ::close(fd); });
+
+        std::string chunk(content_chunk, '\0');
+        std::string out;
+        bool at_line_start = true;
+        off_t offset = static_cast<off_t>(message.content_offset);
+        for (;;) {
+            ssize_t count = ::pread(fd, chunk.data(), chunk.size(), offset);
+            if (count < 0) {
+                throw std::runtime_error("cannot read queue file " + message.file.string() + ": " + std::strerror(errno));
+            }
+            if (count == 0) {
+                break;
+            }
+            offset += count;
+            out.clear();
+            dot_stuff(std::string_view(chunk.data(), static_cast<std::size_t>(count)), at_line_start, out);
+            deadline_->arm(options_.command_timeout);
+            co_await stream_.write_all(asio::buffer(out));
+        }
+        std::string end = at_line_start ? ".\r\n" : "\r\n.\r\n";
+        co_await stream_.write_all(asio::buffer(end));
+    }
+
+    asio::awaitable<void> quit() {
+        try {
+            deadline_->arm(std::chrono::seconds(10));
+            co_await command("QUIT");
+        } catch (const std::exception&) {
+            // The transaction's outcome is already known; a lost QUIT changes nothing.
+        }
+    }
+
+    asio::awaitable<smtp::Reply> command(const std::string& line) {
+        deadline_->arm(options_.command_timeout);
+        co_await stream_.write_all(asio::buffer(line + "\r\n"));
+        co_return co_await read_reply(options_.command_timeout);
+    }
+
+    asio::awaitable<smtp::Reply> read_reply(std::chrono::seconds timeout) {
+        smtp::ReplyParser parser;
+        for (int count = 0; count < max_reply_lines; ++count) {
+            deadline_->arm(timeout);
+            auto line = co_await reader_.read_line();
+            if (line.end == smtp::LineEnd::none || !parser.feed(line.text)) {
+                throw ProtocolError("malformed reply from " + peer_);
+            }
+            if (parser.complete()) {
+                co_return parser.reply();
+            }
+        }
+        throw ProtocolError("reply with more than " + std::to_string(max_reply_lines) + " lines from " + peer_);
+    }
+
+    std::string remote_said(const smtp::Reply& reply) const {
+        return "host " + peer_ + " said: " + reply.summary() + " (in reply to " + phase_command(result_.phase) +
+               " command)";
+    }
+
+    void finish(std::size_t index, const smtp::Reply& reply) {
+        RecipientResult recipient;
+        recipient.index = index;
+        recipient.dsn = reply.status();
+        if (reply.positive()) {
+            recipient.outcome = Outcome::sent;
+            recipient.detail = reply.summary();
+        } else {
+            recipient.outcome = reply.permanent() ? Outcome::bounced : Outcome::deferred;
+            recipient.detail = remote_said(reply);
+        }
+        result_.recipients.push_back(std::move(recipient));
+    }
+
+    void finish_all(const std::vector<std::size_t>& indices, const smtp::Reply& reply) {
+        for (auto index : indices) {
+            finish(index, reply);
+        }
+    }
+
+    bool host_failed(std::string dsn, std::string reason) {
+        result_.host_failed = true;
+        result_.dsn = std::move(dsn);
+        result_.reason = std::move(reason);
+        return false;
+    }
+
+    // Turns an exception into a result: before MAIL the host failed as a
+    // whole; after it, every recipient without a result is deferred.
+    void record_failure(std::exception_ptr failure, const std::vector<std::size_t>& indices) {
+        std::string what;
+        try {
+            std::rethrow_exception(failure);
+        } catch (const std::system_error& error) {
+            if (deadline_->expired()) {
+                what = "conversation with " + peer_ + " timed out while sending " + phase_command(result_.phase);
+            } else if (result_.phase == Phase::connect) {
+                what = "connect to " + peer_ + ": " + error.code().message();
+            } else {
+                what = "lost connection with " + peer_ + " while sending " + phase_command(result_.phase) + ": " +
+                       error.code().message();
+            }
+        } catch (const std::exception& error) {
+            what = error.what();
+        }
+
+        if (result_.phase < Phase::mail) {
+            host_failed(result_.phase == Phase::connect ? "4.4.1" : "4.4.2", what);
+            return;
+        }
+        for (auto index : indices) {
+            bool has_result = std::any_of(result_.recipients.begin(), result_.recipients.end(),
+                                          [index](const RecipientResult& r) { return r.index == index; });
+            if (!has_result) {
+                result_.recipients.push_back(RecipientResult{index, Outcome::deferred, "4.4.2", what});
+            }
+        }
+    }
+
+    const ClientOptions& options_;
+    const Target& target_;
+    tls::Stream stream_;
+    smtp::LineReader reader_;
+    std::shared_ptr<Deadline> deadline_;
+    std::string peer_;
+    std::vector<std::string> extensions_;
+    AttemptResult result_;
+};
+
+}  // namespace
+
+asio::awaitable<AttemptResult> attempt_delivery(const ClientOptions& options, const Target& target,
+                                                const queue::StoredMessage& message,
+                                                const std::vector<std::size_t>& indices, bool use_tls) {
+    auto executor = co_await asio::this_coro::executor;
+    ClientSession session(options, target, asio::ip::tcp::socket(executor));
+    co_return co_await session.run(message, indices, use_tls);
+}
+
+}  // namespace tlsrelay::delivery

@@ -1,0 +1,262 @@
+#include "tlsrelay/queue/spool.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "tlsrelay/util/log.hpp"
+
+namespace tlsrelay::queue {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::string_view format_line = "tlsrelay-queue 1";
+constexpr std::size_t write_buffer_size = 64 * 1024;
+
+std::string errno_text(const std::string& what, const fs::path& path) {
+    return what + " " + path.string() + ": " + std::strerror(errno);
+}
+
+void write_all(int fd, std::string_view bytes, const fs::path& path) {
+    while (!bytes.empty()) {
+        ssize_t written = ::write(fd, bytes.data(), bytes.size());
+        if (written < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            throw SpoolError(errno_text("cannot write", path));
+        }
+        bytes.remove_prefix(static_cast<std::size_t>(written));
+    }
+}
+
+// Writes a small file through tmp/, fsyncs it and renames it into place.
+void write_file_durably(const fs::path& tmp, const fs::path& target, std::string_view contents) {
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        throw SpoolError(errno_text("cannot create", tmp));
+    }
+    try {
+        write_all(fd, contents, tmp);
+        if (::fsync(fd) != 0) {
+            throw SpoolError(errno_text("cannot fsync", tmp));
+        }
+    } catch (...) {
+        ::close(fd);
+        ::unlink(tmp.c_str());
+        throw;
+    }
+    ::close(fd);
+    if (::rename(tmp.c_str(), target.c_str()) != 0) {
+        ::unlink(tmp.c_str());
+        throw SpoolError(errno_text("cannot rename into", target));
+    }
+    sync_directory(target.parent_path());
+}
+
+std::string serialise(const Envelope& envelope) {
+    std::string text(format_line);
+    text += "\nid " + envelope.id;
+    text += "\narrival " + std::to_string(envelope.arrival_unix_ms);
+    text += "\nclient " + envelope.client;
+    text += "\nsender " + envelope.sender;
+    text += std::string("\nbody ") + (envelope.eight_bit ? "8bitmime" : "7bit");
+    for (const auto& recipient : envelope.recipients) {
+        text += "\nrecipient " + recipient;
+    }
+    text += "\ncontent\n";
+    return text;
+}
+
+}  // namespace
+
+void sync_directory(const fs::path& directory) {
+    int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        throw SpoolError(errno_text("cannot open folder", directory));
+    }
+    int result = ::fsync(fd);
+    ::close(fd);
+    if (result != 0) {
+        throw SpoolError(errno_text("cannot fsync folder", directory));
+    }
+}
+
+MessageWriter::MessageWriter(const Spool& spool, std::string id, int fd)
+    : spool_(&spool), id_(std::move(id)), fd_(fd) {
+    buffer_.reserve(write_buffer_size);
+}
+
+MessageWriter::MessageWriter(MessageWriter&& other) noexcept
+    : spool_(other.spool_),
+      id_(std::move(other.id_)),
+      fd_(other.fd_),
+      buffer_(std::move(other.buffer_)),
+      content_size_(other.content_size_),
+      committed_(other.committed_) {
+    other.fd_ = -1;
+    other.committed_ = true;
+}
+
+MessageWriter::~MessageWriter() {
+    if (fd_ >= 0) {
+        ::close(fd_);
+    }
+    if (!committed_) {
+        ::unlink(spool_->tmp_path(id_).c_str());
+    }
+}
+
+void MessageWriter::append(std::string_view bytes) {
+    content_size_ += bytes.size();
+    if (buffer_.size() + bytes.size() > write_buffer_size) {
+        flush();
+    }
+    if (bytes.size() >= write_buffer_size) {
+        write_all(fd_, bytes, spool_->tmp_path(id_));
+        return;
+    }
+    buffer_.append(bytes);
+}
+
+void MessageWriter::flush() {
+    write_all(fd_, buffer_, spool_->tmp_path(id_));
+    buffer_.clear();
+}
+
+void MessageWriter::commit() {
+    auto tmp = spool_->tmp_path(id_);
+    auto target = spool_->active_path(id_);
+    flush();
+    if (::fsync(fd_) != 0) {
+        throw SpoolError(errno_text("cannot fsync", tmp));
+    }
+    ::close(fd_);
+    fd_ = -1;
+    if (::rename(tmp.c_str(), target.c_str()) != 0) {
+        throw SpoolError(errno_text("cannot rename into", target));
+    }
+    committed_ = true;
+    sync_directory(target.parent_path());
+}
+
+Spool::Spool(fs::path directory) : directory_(std::move(directory)) {
+    for (const char* sub : {"tmp", "active", "state", "corrupt"}) {
+        std::error_code error;
+        fs::create_directories(directory_ / sub, error);
+        if (error) {
+            throw SpoolError("cannot create queue folder " + (directory_ / sub).string() + ": " + error.message());
+        }
+    }
+}
+
+fs::path Spool::tmp_path(const std::string& id) const { return directory_ / "tmp" / id; }
+fs::path Spool::active_path(const std::string& id) const { return directory_ / "active" / id; }
+fs::path Spool::state_path(const std::string& id) const { return directory_ / "state" / id; }
+
+MessageWriter Spool::create(const Envelope& envelope) {
+    auto path = tmp_path(envelope.id);
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        throw SpoolError(errno_text("cannot create", path));
+    }
+    MessageWriter writer(*this, envelope.id, fd);
+    writer.buffer_ = serialise(envelope);
+    return writer;
+}
+
+void Spool::record_finished(const std::string& id, const std::set<std::size_t>& finished) {
+    std::string text;
+    for (auto index : finished) {
+        text += std::to_string(index) + "\n";
+    }
+    write_file_durably(directory_ / "tmp" / (id + ".state"), state_path(id), text);
+}
+
+void Spool::remove(const std::string& id) {
+    // The message goes first: a state file without its message is ignored
+    // and cleaned up at the next start, while the reverse would resend.
+    ::unlink(active_path(id).c_str());
+    sync_directory(directory_ / "active");
+    ::unlink(state_path(id).c_str());
+}
+
+std::optional<StoredMessage> Spool::read_message(const fs::path& file) const {
+    std::ifstream in(file, std::ios::binary);
+    std::string line;
+    if (!std::getline(in, line) || line != format_line) {
+        return std::nullopt;
+    }
+
+    StoredMessage message;
+    message.file = file;
+    bool content_found = false;
+    while (std::getline(in, line)) {
+        auto space = line.find(' ');
+        std::string key = line.substr(0, space);
+        std::string value = space == std::string::npos ? "" : line.substr(space + 1);
+        if (key == "content") {
+            content_found = true;
+            break;
+        }
+        if (key == "id") message.envelope.id = value;
+        else if (key == "arrival") message.envelope.arrival_unix_ms = std::stoll(value);
+        else if (key == "client") message.envelope.client = value;
+        else if (key == "sender") message.envelope.sender = value;
+        else if (key == "body") message.envelope.eight_bit = value == "8bitmime";
+        else if (key == "recipient") message.envelope.recipients.push_back(value);
+        else return std::nullopt;
+    }
+    if (!content_found || message.envelope.id != file.filename().string() || message.envelope.recipients.empty()) {
+        return std::nullopt;
+    }
+    message.content_offset = static_cast<std::uint64_t>(in.tellg());
+
+    std::ifstream state(state_path(message.envelope.id));
+    std::size_t index = 0;
+    while (state >> index) {
+        if (index < message.envelope.recipients.size()) {
+            message.finished.insert(index);
+        }
+    }
+    return message;
+}
+
+std::vector<StoredMessage> Spool::recover() {
+    // Files in tmp/ never got their 250: the client was not told the message
+    // was accepted, so removing them loses nothing it relies on.
+    for (const auto& entry : fs::directory_iterator(directory_ / "tmp")) {
+        std::error_code ignored;
+        fs::remove(entry.path(), ignored);
+    }
+
+    std::vector<StoredMessage> messages;
+    for (const auto& entry : fs::directory_iterator(directory_ / "active")) {
+        auto message = read_message(entry.path());
+        if (!message) {
+            auto target = directory_ / "corrupt" / entry.path().filename();
+            std::error_code ignored;
+            fs::rename(entry.path(), target, ignored);
+            log::error("queue file " + entry.path().string() + " is unreadable; moved to " + target.string());
+            continue;
+        }
+        messages.push_back(std::move(*message));
+    }
+
+    // State files whose message is gone were left by a crash during remove().
+    for (const auto& entry : fs::directory_iterator(directory_ / "state")) {
+        if (!fs::exists(active_path(entry.path().filename().string()))) {
+            std::error_code ignored;
+            fs::remove(entry.path(), ignored);
+        }
+    }
+    return messages;
+}
+
+}  // namespace tlsrelay::queue

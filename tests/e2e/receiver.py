@@ -1,0 +1,152 @@
+"""Receiving MTA for the tlsrelay end-to-end tests, built on aiosmtpd.
+
+Run with Debian's interpreter, which can import python3-aiosmtpd:
+
+    /usr/bin/python3 receiver.py --listen 127.0.0.10:2525 --cert C --key K --maildir DIR
+
+It offers STARTTLS (unless --no-tls), accepts every sender and recipient
+except those rejected by --reject-rcpt-prefix, and stores message n as
+DIR/<n>.eml (the DATA bytes exactly as received, after dot-unstuffing) and
+DIR/<n>.json (envelope and TLS details). The .json file is written last and
+renamed into place, so its presence means both files are complete. Prints
+"ready" to stdout once listening and exits on SIGTERM or SIGINT.
+"""
+
+import argparse
+import itertools
+import json
+import logging
+import os
+import signal
+import ssl
+import sys
+import threading
+
+from aiosmtpd.controller import Controller
+
+
+class MaildirHandler:
+    """aiosmtpd handler that stores each message and can reject recipients by prefix."""
+
+    def __init__(self, maildir, reject_rcpt_prefix, server_names):
+        self.maildir = maildir
+        self.reject_rcpt_prefix = reject_rcpt_prefix
+        self.server_names = server_names
+        self.numbers = itertools.count(1)
+        self.lock = threading.Lock()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        local_part = address.rsplit("@", 1)[0]
+        if self.reject_rcpt_prefix and local_part.startswith(self.reject_rcpt_prefix):
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            number = next(self.numbers)
+        metadata = {
+            "mail_from": envelope.mail_from,
+            "rcpt_tos": list(envelope.rcpt_tos),
+            "mail_options": list(envelope.mail_options),
+            "rcpt_options": list(envelope.rcpt_options),
+            "helo": session.host_name,
+            "peer": list(session.peer) if session.peer else None,
+            "tls": session.ssl is not None,
+            "tls_version": None,
+            "tls_cipher": None,
+            "tls_server_name": None,
+        }
+        if session.ssl is not None:
+            ssl_object = session.ssl.get("ssl_object")
+            cipher = session.ssl.get("cipher")
+            if ssl_object is not None:
+                metadata["tls_version"] = ssl_object.version()
+                metadata["tls_server_name"] = self.server_names.get(id(ssl_object))
+            if cipher:
+                metadata["tls_cipher"] = cipher[0]
+
+        eml_path = os.path.join(self.maildir, f"{number}.eml")
+        json_path = os.path.join(self.maildir, f"{number}.json")
+        with open(eml_path, "wb") as eml:
+            eml.write(envelope.original_content)
+        with open(json_path + ".tmp", "w") as metadata_file:
+            json.dump(metadata, metadata_file, indent=2)
+        os.rename(json_path + ".tmp", json_path)
+        logging.info("stored message %d from %s to %s", number, envelope.mail_from, envelope.rcpt_tos)
+        return f"250 2.0.0 OK: stored as message {number}"
+
+
+def parse_listen(value):
+    host, separator, port = value.rpartition(":")
+    if not separator or not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"invalid --listen value {value!r}: expected HOST:PORT")
+    return host, int(port)
+
+
+def parse_arguments():
+    parser = argparse.ArgumentParser(description="aiosmtpd receiving MTA for tlsrelay tests")
+    parser.add_argument("--listen", type=parse_listen, required=True, help="address and port, HOST:PORT")
+    parser.add_argument("--maildir", required=True, help="directory for <n>.eml and <n>.json files")
+    parser.add_argument("--cert", help="PEM certificate (chain) offered after STARTTLS")
+    parser.add_argument("--key", help="PEM private key of --cert")
+    parser.add_argument("--no-tls", action="store_true", help="do not offer STARTTLS")
+    parser.add_argument("--reject-rcpt-prefix", default="",
+                        help="reply 550 5.1.1 to RCPT for local parts starting with this text")
+    parser.add_argument("--hostname", default="mx.test", help="host name in the greeting and EHLO reply")
+    arguments = parser.parse_args()
+    if not arguments.no_tls and not (arguments.cert and arguments.key):
+        parser.error("--cert and --key are required unless --no-tls is given")
+    return arguments
+
+
+def make_tls_context(cert, key, server_names):
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    def record_server_name(ssl_object, server_name, _context):
+        server_names[id(ssl_object)] = server_name
+
+    context.sni_callback = record_server_name
+    return context
+
+
+def main():
+    arguments = parse_arguments()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    os.makedirs(arguments.maildir, exist_ok=True)
+
+    # Block the stop signals before the server thread starts, so that the
+    # thread inherits the mask and sigwait below receives them.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+
+    server_names = {}
+    handler = MaildirHandler(arguments.maildir, arguments.reject_rcpt_prefix, server_names)
+    host, port = arguments.listen
+    tls_options = {}
+    if not arguments.no_tls:
+        tls_options["tls_context"] = make_tls_context(arguments.cert, arguments.key, server_names)
+    controller = Controller(
+        handler,
+        hostname=host,
+        port=port,
+        server_hostname=arguments.hostname,
+        require_starttls=False,
+        decode_data=False,
+        enable_SMTPUTF8=True,
+        **tls_options,
+    )
+    controller.start()
+    print("ready", flush=True)
+
+    received = signal.sigwait(stop_signals)
+    logging.info("received signal %d, stopping", received)
+    controller.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

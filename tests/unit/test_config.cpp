@@ -1,0 +1,152 @@
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+#include "tlsrelay/config/config.hpp"
+
+using tlsrelay::config::ConfigError;
+using tlsrelay::config::parse;
+
+namespace {
+
+const std::filesystem::path file = "/etc/tlsrelay/test.toml";
+
+std::string error_of(const std::string& text) {
+    try {
+        parse(text, file);
+    } catch (const ConfigError& error) {
+        return error.what();
+    }
+    return "(no error)";
+}
+
+}  // namespace
+
+TEST_CASE("config defaults apply to an empty file") {
+    auto config = parse("", file);
+    REQUIRE(config.smtpd.listen.size() == 1);
+    CHECK(config.smtpd.listen[0].port() == 2525);
+    CHECK(config.smtpd.listen[0].address().to_string() == "127.0.0.1");
+    CHECK(config.queue_directory == "/etc/tlsrelay/var/queue");
+    CHECK(config.smtp.tls_security_level == tlsrelay::policy::Level::may);
+    CHECK(config.smtp.tls_CApath == "/etc/ssl/certs");
+    CHECK(config.smtp.port == 25);
+    CHECK_FALSE(config.smtp.relayhost);
+    CHECK(config.queue.minimal_backoff_time == std::chrono::seconds(300));
+    CHECK_FALSE(config.myhostname.empty());
+    CHECK(config.smtpd.mynetworks.size() == 2);
+}
+
+TEST_CASE("config reads every documented key") {
+    auto config = parse(R"(
+myhostname = "relay.example.net"
+queue_directory = "spool"
+message_size_limit = 2048000
+[smtpd]
+listen = ["127.0.0.1:2525", "[::1]:2526"]
+tls_security_level = "encrypt"
+tls_cert_file = "/etc/ssl/relay.pem"
+tls_key_file = "relay.key"
+mynetworks = ["10.0.0.0/8", "[2001:db8::]/32"]
+timeout = "5m"
+[smtp]
+tls_security_level = "verify"
+tls_CAfile = "ca.pem"
+tls_CApath = ""
+port = 2525
+relayhost = "[smarthost.example.net]:587"
+connect_timeout = 10
+[dns]
+nameservers = ["127.0.0.1:5353", "[::1]:53", "192.0.2.1"]
+timeout = "2s"
+attempts = 3
+[queue]
+minimal_backoff_time = "1m"
+maximal_backoff_time = "1h"
+)", file);
+    CHECK(config.myhostname == "relay.example.net");
+    CHECK(config.queue_directory == "/etc/tlsrelay/spool");
+    CHECK(config.message_size_limit == 2048000);
+    REQUIRE(config.smtpd.listen.size() == 2);
+    CHECK(config.smtpd.listen[1].address().to_string() == "::1");
+    CHECK(config.smtpd.listen[1].port() == 2526);
+    CHECK(config.smtpd.tls_security_level == tlsrelay::config::InboundTlsLevel::encrypt);
+    CHECK(config.smtpd.tls_cert_file == "/etc/ssl/relay.pem");
+    CHECK(config.smtpd.tls_key_file == "/etc/tlsrelay/relay.key");
+    CHECK(config.smtpd.timeout == std::chrono::seconds(300));
+    CHECK(config.smtp.tls_security_level == tlsrelay::policy::Level::verify);
+    CHECK(config.smtp.tls_CAfile == "/etc/tlsrelay/ca.pem");
+    CHECK(config.smtp.tls_CApath.empty());
+    CHECK(config.smtp.port == 2525);
+    REQUIRE(config.smtp.relayhost);
+    CHECK(config.smtp.relayhost->host == "smarthost.example.net");
+    CHECK(config.smtp.relayhost->port == 587);
+    CHECK_FALSE(config.smtp.relayhost->mx_lookup);
+    CHECK(config.smtp.connect_timeout == std::chrono::seconds(10));
+    REQUIRE(config.dns.nameservers.size() == 3);
+    CHECK(config.dns.nameservers[0].port == 5353);
+    CHECK(config.dns.nameservers[2].port == 53);
+    CHECK(config.dns.attempts == 3);
+    CHECK(config.queue.minimal_backoff_time == std::chrono::seconds(60));
+    CHECK(config.queue.maximal_backoff_time == std::chrono::seconds(3600));
+}
+
+TEST_CASE("config shipped default file loads") {
+    auto config = tlsrelay::config::load(std::filesystem::path(TLSRELAY_SOURCE_DIR) / "conf/tlsrelay.toml");
+    CHECK(config.smtpd.listen[0].port() == 2525);
+    CHECK(config.queue_directory == std::filesystem::path(TLSRELAY_SOURCE_DIR) / "conf/var/queue");
+}
+
+// Each bad configuration stops start-up with one line naming the file, the
+// line, the key, the value and what is accepted.
+TEST_CASE("config errors name file key value and what is accepted") {
+    CHECK(error_of("myhostnme = \"relay\"\n") ==
+          "/etc/tlsrelay/test.toml:1: unknown key myhostnme = \"relay\": accepted top-level keys are dns, "
+          "message_size_limit, myhostname, queue, queue_directory, smtp, smtpd");
+    CHECK(error_of("[smtpd]\nlisen = [\"127.0.0.1:25\"]\n") ==
+          "/etc/tlsrelay/test.toml:2: unknown key smtpd.lisen = [ \"127.0.0.1:25\" ]: accepted keys in [smtpd] are "
+          "listen, mynetworks, timeout, tls_cert_file, tls_key_file, tls_security_level");
+    CHECK(error_of("[smtp]\ntls_security_level = \"sometimes\"\n") ==
+          "/etc/tlsrelay/test.toml:2: invalid smtp.tls_security_level \"sometimes\": expected one of none, may, "
+          "encrypt, verify");
+    CHECK(error_of("[smtpd]\ntls_security_level = \"verify\"\n") ==
+          "/etc/tlsrelay/test.toml:2: invalid smtpd.tls_security_level \"verify\": expected one of none, may, encrypt");
+    CHECK(error_of("[smtp]\nport = 70000\n") ==
+          "/etc/tlsrelay/test.toml:2: invalid smtp.port 70000: expected an integer from 1 to 65535");
+    CHECK(error_of("[smtp]\nport = \"25\"\n") ==
+          "/etc/tlsrelay/test.toml:2: invalid smtp.port \"25\": expected an integer from 1 to 65535");
+    CHECK(error_of("[smtpd]\nlisten = [\"127.0.0.1\"]\n") ==
+          "/etc/tlsrelay/test.toml:2: invalid smtpd.listen entry \"127.0.0.1\": expected a list of \"addr:port\" or "
+          "\"[v6addr]:port\" strings");
+    CHECK(error_of("[smtpd]\nlisten = \"127.0.0.1:25\"\n") ==
+          "/etc/tlsrelay/test.toml:2: invalid smtpd.listen \"127.0.0.1:25\": expected a list of \"addr:port\" or "
+          "\"[v6addr]:port\" strings");
+    CHECK(error_of("[smtpd]\nmynetworks = [\"10.0.0.0/33\"]\n") ==
+          "/etc/tlsrelay/test.toml:2: invalid smtpd.mynetworks entry \"10.0.0.0/33\": expected a list of networks "
+          "such as \"127.0.0.0/8\" or \"[::1]/128\"");
+    CHECK(error_of("[dns]\nnameservers = [\"resolver.example\"]\n") ==
+          "/etc/tlsrelay/test.toml:2: invalid dns.nameservers entry \"resolver.example\": expected a list of "
+          "\"addr\", \"addr:port\" or \"[v6addr]:port\" strings");
+    CHECK(error_of("[queue]\nminimal_backoff_time = \"5 minutes\"\n") ==
+          "/etc/tlsrelay/test.toml:2: invalid queue.minimal_backoff_time \"5 minutes\": expected a duration such as "
+          "300, \"300s\", \"10m\", \"1h\" or \"5d\"");
+    CHECK(error_of("[smtp]\nrelayhost = \"[smarthost.example:587\"\n") ==
+          "/etc/tlsrelay/test.toml:2: invalid smtp.relayhost \"[smarthost.example:587\": expected \"[host]:port\", "
+          "\"host:port\", \"host\" or \"\"");
+    CHECK(error_of("smtp = 5\n") == "/etc/tlsrelay/test.toml:1: invalid smtp 5: expected a table [smtp]");
+    CHECK(error_of("[smtpd]\ntls_cert_file = \"cert.pem\"\n") ==
+          "/etc/tlsrelay/test.toml: smtpd.tls_cert_file and smtpd.tls_key_file must be set together, or both left "
+          "empty for a self-signed certificate");
+    CHECK(error_of("[smtpd\nlisten = []\n") ==
+          "/etc/tlsrelay/test.toml:1:7: TOML syntax error: Error while parsing table header: expected ']', saw '\\n'");
+}
+
+TEST_CASE("config missing file is reported") {
+    try {
+        tlsrelay::config::load("/nonexistent/tlsrelay.toml");
+        FAIL("no error raised");
+    } catch (const ConfigError& error) {
+        CHECK(std::string(error.what()) == "/nonexistent/tlsrelay.toml: cannot read configuration file: No such file or directory");
+    }
+}

@@ -1,0 +1,128 @@
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "tlsrelay/queue/spool.hpp"
+
+using namespace tlsrelay::queue;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct TempDir {
+    fs::path path;
+    TempDir() {
+        path = fs::temp_directory_path() / ("tlsrelay-spool-" + std::to_string(std::random_device{}()));
+        fs::create_directories(path);
+    }
+    ~TempDir() { fs::remove_all(path); }
+};
+
+Envelope sample_envelope() {
+    Envelope envelope;
+    envelope.id = make_queue_id();
+    envelope.sender = "alice@example.com";
+    envelope.recipients = {"bob@example.org", "carol@example.net"};
+    envelope.arrival_unix_ms = 1700000000123;
+    envelope.client = "unknown[127.0.0.1]";
+    envelope.eight_bit = true;
+    return envelope;
+}
+
+std::string read_file(const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+}  // namespace
+
+TEST_CASE("queue ids are unique and sortable") {
+    auto first = make_queue_id();
+    auto second = make_queue_id();
+    CHECK(first != second);
+    CHECK(first.size() == 15);
+    CHECK(first.find_first_not_of("0123456789ABCDEF") == std::string::npos);
+}
+
+TEST_CASE("spool commit moves the message into active") {
+    TempDir dir;
+    Spool spool(dir.path);
+    auto envelope = sample_envelope();
+    {
+        auto writer = spool.create(envelope);
+        CHECK(fs::exists(dir.path / "tmp" / envelope.id));
+        writer.append("Subject: test\r\n\r\nbody line\r\n");
+        writer.commit();
+    }
+    CHECK_FALSE(fs::exists(dir.path / "tmp" / envelope.id));
+    REQUIRE(fs::exists(dir.path / "active" / envelope.id));
+    CHECK((fs::status(dir.path / "active" / envelope.id).permissions() & fs::perms::others_read) == fs::perms::none);
+
+    auto loaded = spool.load(envelope.id);
+    REQUIRE(loaded);
+    CHECK(loaded->envelope.sender == "alice@example.com");
+    CHECK(loaded->envelope.recipients == envelope.recipients);
+    CHECK(loaded->envelope.arrival_unix_ms == 1700000000123);
+    CHECK(loaded->envelope.eight_bit);
+    auto content = read_file(loaded->file).substr(loaded->content_offset);
+    CHECK(content == "Subject: test\r\n\r\nbody line\r\n");
+}
+
+TEST_CASE("spool writer abandoned before commit leaves nothing") {
+    TempDir dir;
+    Spool spool(dir.path);
+    auto envelope = sample_envelope();
+    {
+        auto writer = spool.create(envelope);
+        writer.append("partial");
+    }
+    CHECK(fs::is_empty(dir.path / "tmp"));
+    CHECK(fs::is_empty(dir.path / "active"));
+}
+
+TEST_CASE("spool recovery keeps committed mail and drops uncommitted") {
+    TempDir dir;
+    auto envelope = sample_envelope();
+    {
+        Spool spool(dir.path);
+        auto writer = spool.create(envelope);
+        writer.append("Subject: kept\r\n\r\nx\r\n");
+        writer.commit();
+        spool.record_finished(envelope.id, {1});
+    }
+    // A file in tmp/ is what a crash during DATA leaves behind.
+    std::ofstream(dir.path / "tmp" / "0000000000000AA") << "half a message";
+    // A state file without a message is what a crash during removal leaves.
+    std::ofstream(dir.path / "state" / "0000000000000BB") << "0\n";
+
+    Spool spool(dir.path);
+    auto messages = spool.recover();
+    REQUIRE(messages.size() == 1);
+    CHECK(messages[0].envelope.id == envelope.id);
+    CHECK(messages[0].finished == std::set<std::size_t>{1});
+    CHECK(fs::is_empty(dir.path / "tmp"));
+    CHECK_FALSE(fs::exists(dir.path / "state" / "0000000000000BB"));
+}
+
+TEST_CASE("spool moves unreadable files aside") {
+    TempDir dir;
+    Spool spool(dir.path);
+    std::ofstream(dir.path / "active" / "0000000000000CC") << "not a queue file";
+    auto messages = spool.recover();
+    CHECK(messages.empty());
+    CHECK(fs::exists(dir.path / "corrupt" / "0000000000000CC"));
+}
+
+TEST_CASE("spool remove deletes message and state") {
+    TempDir dir;
+    Spool spool(dir.path);
+    auto envelope = sample_envelope();
+    auto writer = spool.create(envelope);
+    writer.commit();
+    spool.record_finished(envelope.id, {0});
+    spool.remove(envelope.id);
+    CHECK(fs::is_empty(dir.path / "active"));
+    CHECK(fs::is_empty(dir.path / "state"));
+}
