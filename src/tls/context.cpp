@@ -33,20 +33,20 @@ namespace {
 
 // Reads a whole file, so that a missing or unreadable file is reported with
 // the system's reason instead of wolfSSL's generic "bad file".
-std::vector<unsigned char> read_file(const std::string& path, const char* what) {
+std::vector<unsigned char> read_file(const std::string& path, const char* description) {
     std::ifstream in(path, std::ios::binary);
     if (!in) {
-        throw TlsSetupError("cannot open " + std::string(what) + " " + path + ": " +
+        throw TlsSetupError("cannot open " + std::string(description) + " " + path + ": " +
                             std::strerror(errno));
     }
     std::vector<unsigned char> data{std::istreambuf_iterator<char>(in),
                                     std::istreambuf_iterator<char>()};
     if (in.bad()) {
-        throw TlsSetupError("cannot read " + std::string(what) + " " + path + ": " +
+        throw TlsSetupError("cannot read " + std::string(description) + " " + path + ": " +
                             std::strerror(errno));
     }
     if (data.empty()) {
-        throw TlsSetupError(std::string(what) + " " + path + " is empty");
+        throw TlsSetupError(std::string(description) + " " + path + " is empty");
     }
     return data;
 }
@@ -60,13 +60,32 @@ WOLFSSL_CTX* new_context(WOLFSSL_METHOD* method) {
     return ctx;
 }
 
-// TLS 1.0 and 1.1 are deprecated by RFC 8996, so both sides accept only
-// TLS 1.2 and 1.3.
-void set_minimum_version(WolfContext& context) {
+// Debian's wolfSSL 5.5.4 enables by default suites that must never be
+// used: TLS 1.3 integrity-only (TLS13-SHA256-SHA256), RC4, 3DES, NULL and
+// PSK. wolfSSL's "HIGH" keyword still includes RC4 and 3DES, so the suites
+// are listed by name: AEAD first, then CBC with SHA-2 and SHA-1 for older
+// MTAs, all with forward secrecy.
+constexpr const char* cipher_list =
+    "TLS13-AES128-GCM-SHA256:TLS13-AES256-GCM-SHA384:TLS13-CHACHA20-POLY1305-SHA256:"
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305:"
+    "ECDHE-ECDSA-AES128-SHA256:ECDHE-RSA-AES128-SHA256:"
+    "ECDHE-ECDSA-AES256-SHA384:ECDHE-RSA-AES256-SHA384:"
+    "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA";
+
+// Applies the settings both sides share. TLS 1.0 and 1.1 are deprecated by
+// RFC 8996, so only TLS 1.2 and 1.3 are accepted.
+void apply_protocol_settings(WolfContext& context) {
     int ret = wolfSSL_CTX_SetMinVersion(context.get(), WOLFSSL_TLSV1_2);
     if (ret != WOLFSSL_SUCCESS) {
         throw TlsSetupError("cannot set the minimum TLS version to 1.2: " +
                             wolfssl_error_text(ret));
+    }
+    ret = wolfSSL_CTX_set_cipher_list(context.get(), cipher_list);
+    if (ret != WOLFSSL_SUCCESS) {
+        throw TlsSetupError("cannot set the TLS cipher list: " + wolfssl_error_text(ret));
     }
 }
 
@@ -75,7 +94,7 @@ void set_minimum_version(WolfContext& context) {
 std::shared_ptr<ServerContext> make_server_context(const std::string& cert_file,
                                                    const std::string& key_file) {
     auto context = std::make_shared<ServerContext>(new_context(wolfSSLv23_server_method()));
-    set_minimum_version(*context);
+    apply_protocol_settings(*context);
 
     std::vector<unsigned char> chain = read_file(cert_file, "certificate file");
     int ret = wolfSSL_CTX_use_certificate_chain_buffer_format(
@@ -88,7 +107,7 @@ std::shared_ptr<ServerContext> make_server_context(const std::string& cert_file,
     std::vector<unsigned char> key = read_file(key_file, "private key file");
     ret = wolfSSL_CTX_use_PrivateKey_buffer(context->get(), key.data(),
                                             static_cast<long>(key.size()), WOLFSSL_FILETYPE_PEM);
-    // Clear the key from the heap copy now that wolfSSL holds its own.
+    // Clear this heap copy of the key, because wolfSSL has made its own.
     explicit_bzero(key.data(), key.size());
     if (ret != WOLFSSL_SUCCESS) {
         throw TlsSetupError("invalid or encrypted PEM private key in " + key_file + ": " +
@@ -107,7 +126,7 @@ std::shared_ptr<ServerContext> make_server_context(const std::string& cert_file,
 
 std::shared_ptr<ClientContext> make_client_context(const ClientContextOptions& options) {
     auto context = std::make_shared<ClientContext>(new_context(wolfSSLv23_client_method()));
-    set_minimum_version(*context);
+    apply_protocol_settings(*context);
 
     if (!options.ca_file.empty()) {
         // Read first so a missing file gets the system's reason.

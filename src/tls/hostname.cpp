@@ -60,8 +60,8 @@ bool matches_wildcard(std::string_view presented, std::string_view reference) {
 }  // namespace
 
 bool match_hostname(const std::vector<std::string>& presented, std::string_view reference) {
-    std::string wanted = normalize(reference);
-    if (!is_valid_reference(wanted)) {
+    std::string reference_name = normalize(reference);
+    if (!is_valid_reference(reference_name)) {
         return false;
     }
 
@@ -71,14 +71,14 @@ bool match_hostname(const std::vector<std::string>& presented, std::string_view 
             continue;
         }
         if (name.find('*') == std::string::npos) {
-            if (name == wanted) {
+            if (name == reference_name) {
                 return true;
             }
             continue;
         }
         // Any other wildcard form ("f*.example.com", "www.*.example.com")
         // never matches.
-        if (matches_wildcard(name, wanted)) {
+        if (matches_wildcard(name, reference_name)) {
             return true;
         }
     }

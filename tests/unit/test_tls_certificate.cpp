@@ -1,5 +1,5 @@
 // Contexts and self-signed certificates: loading, error messages, and the
-// content of generated certificates as openssl sees it.
+// content of generated certificates as printed by openssl.
 #include <sys/stat.h>
 
 #include <ctime>

@@ -139,3 +139,50 @@ TEST_CASE("server accepts openssl s_client", "[tls][interop]") {
     CHECK(client_output.find("Verify return code: 0 (ok)") != std::string::npos);
     CHECK(client_output.find("hello from tlsrelay") != std::string::npos);
 }
+
+TEST_CASE("server rejects suite outside cipher list", "[tls][interop]") {
+    // wolfSSL enables TLS_AES_128_CCM_8_SHA256 (a 64-bit tag) by default;
+    // the contexts' cipher list leaves it out.
+    const TestPki& pki = test_pki();
+    TempDir dir;
+    std::string input = dir.file("stdin");
+    std::string output = dir.file("s_client.log");
+    write_text(input, "");
+
+    auto server =
+        tlsrelay::tls::make_server_context(pki.file("server.crt"), pki.file("server.key"));
+    asio::io_context io;
+    tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+    unsigned short port = acceptor.local_endpoint().port();
+    ChildProcess client({"openssl", "s_client", "-connect", "127.0.0.1:" + std::to_string(port),
+                         "-tls1_3", "-ciphersuites", "TLS_AES_128_CCM_8_SHA256"},
+                        input, output);
+
+    std::string server_error;
+    bool done = false;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            Stream stream(co_await acceptor.async_accept(asio::use_awaitable));
+            try {
+                co_await stream.handshake_server(*server);
+            } catch (const tlsrelay::tls::TlsError& error) {
+                server_error = error.what();
+            }
+            stream.close();
+            done = true;
+        },
+        [](std::exception_ptr error) {
+            if (error) {
+                std::rethrow_exception(error);
+            }
+        });
+    io.run_for(20s);
+    int status = client.wait(10s);
+
+    INFO("s_client output:\n" << read_text(output));
+    REQUIRE(done);
+    CHECK(status != 0);
+    INFO("server error: " << server_error);
+    CHECK(server_error.find("TLS handshake (server side) failed") != std::string::npos);
+}

@@ -97,11 +97,11 @@ inline void run_command(const std::string& command, const std::string& log) {
 //   server         RSA-2048 leaf from ca, SAN mx.test.example and
 //                  *.mail.test.example, CN mx.test.example
 //   chained        EC leaf from intermediate, SAN chained.test.example;
-//                  chained-chain.crt holds leaf + intermediate
+//                  chained-chain.crt contains leaf + intermediate
 //   cn-only        EC leaf from ca without subjectAltName, CN cn-only.test.example
 //   expired        EC leaf from ca, valid 2020-01-01 to 2021-01-01
 //   other-ca       an unrelated root
-//   other-leaf     leaf from other-ca; other-chain.crt holds leaf + other-ca,
+//   other-leaf     leaf from other-ca; other-chain.crt contains leaf + other-ca,
 //                  so the untrusted root arrives at depth 1
 //   self-signed    self-signed leaf for mx.test.example
 class TestPki {

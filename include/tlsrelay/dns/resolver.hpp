@@ -31,10 +31,22 @@ struct MxRecord {
     std::string exchange;  // lower case, no trailing dot; "" for the null MX "."
 };
 
+// A TLSA record (RFC 6698): certificate usage, selector, matching type and
+// the association data (a digest or a whole certificate or key).
+struct TlsaRecord {
+    std::uint8_t usage = 0;
+    std::uint8_t selector = 0;
+    std::uint8_t matching_type = 0;
+    std::vector<unsigned char> data;
+};
+
 template <typename Record>
 struct Answer {
     Status status = Status::temporary_failure;
     bool secure = false;  // AD bit set by a trusted resolver
+    // The name the records belong to after following CNAMEs; the queried
+    // name when there was no CNAME. RFC 7672 section 2.2.2 needs it.
+    std::string canonical_name;
     std::vector<Record> records;
     std::string reason;  // for temporary_failure: what went wrong, e.g. "timed out after 2 attempts"
 };
@@ -53,6 +65,8 @@ public:
     asio::awaitable<Answer<MxRecord>> query_mx(std::string name);
     asio::awaitable<Answer<asio::ip::address>> query_a(std::string name);
     asio::awaitable<Answer<asio::ip::address>> query_aaaa(std::string name);
+    // `name` is the full owner name, e.g. "_25._tcp.mx.example.com".
+    asio::awaitable<Answer<TlsaRecord>> query_tlsa(std::string name);
 
 private:
     struct Impl;
