@@ -12,6 +12,8 @@ const char* usage_text =
     "\n"
     "commands:\n"
     "  serve --config FILE   run the relay in the foreground (SIGINT or SIGTERM stops it)\n"
+    "  passwd USER (--file USERS_FILE | --config FILE)\n"
+    "                        add or change an SMTP AUTH user; the password is read from standard input\n"
     "  version               print the version\n"
     "  help                  print this text\n";
 
@@ -28,6 +30,9 @@ int main(int argc, char** argv) {
     arguments.erase(arguments.begin());
     if (command == "serve") {
         return tlsrelay::cli::serve(arguments);
+    }
+    if (command == "passwd") {
+        return tlsrelay::cli::passwd(arguments);
     }
     if (command == "version" || command == "--version") {
         std::puts("tlsrelay " TLSRELAY_VERSION);

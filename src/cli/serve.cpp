@@ -6,6 +6,7 @@
 #include <optional>
 
 #include <asio/io_context.hpp>
+#include <asio/thread_pool.hpp>
 #include <asio/signal_set.hpp>
 #include <asio/steady_timer.hpp>
 
@@ -41,7 +42,12 @@ std::optional<std::string> config_argument(const std::vector<std::string>& argum
 // Returns the server context, creating a self-signed certificate in the
 // queue directory when none is configured.
 std::shared_ptr<tls::ServerContext> inbound_tls(const config::Config& config) {
-    if (config.smtpd.tls_security_level == config::InboundTlsLevel::none) {
+    bool needed = config.smtpd.tls_security_level != config::InboundTlsLevel::none;
+    for (const auto& listener : config.smtpd.listeners) {
+        needed |= listener.implicit_tls ||
+                  listener.tls_security_level.value_or(config.smtpd.tls_security_level) != config::InboundTlsLevel::none;
+    }
+    if (!needed) {
         return nullptr;
     }
     fs::path cert = config.smtpd.tls_cert_file;
@@ -55,18 +61,108 @@ std::shared_ptr<tls::ServerContext> inbound_tls(const config::Config& config) {
             log::info("generated a self-signed certificate for " + config.myhostname + " in " + cert.string());
         }
     }
-    return tls::make_server_context(cert.string(), key.string());
+    tls::ServerContextOptions options;
+    options.cert_file = cert.string();
+    options.key_file = key.string();
+    options.require_tls13 = config.smtpd.tls_require_tls13;
+    for (const auto& entry : config.smtpd.tls_sni) {
+        options.sni.push_back({entry.name, entry.cert_file.string(), entry.key_file.string()});
+    }
+    return tls::make_server_context(options);
 }
 
-std::vector<dns::Nameserver> nameservers(const config::Config& config) {
-    if (!config.dns.nameservers.empty()) {
-        return config.dns.nameservers;
+// Creates one server per listener: the simple [smtpd] listen addresses
+// share one set of settings, and each [[smtpd.listener]] table has its own.
+std::vector<std::unique_ptr<smtpd::Server>> inbound_servers(
+    const config::Config& config, asio::any_io_executor executor, asio::any_io_executor auth_executor,
+    std::shared_ptr<tls::ServerContext> server_tls, queue::Spool& spool,
+    std::function<void(const queue::Envelope&)> on_queued) {
+    std::shared_ptr<const smtpd::UserDatabase> users;
+    if (!config.smtpd.auth_users_file.empty()) {
+        users = std::make_shared<const smtpd::UserDatabase>(smtpd::UserDatabase::load(config.smtpd.auth_users_file));
+        log::info("SMTP AUTH enabled with " + std::to_string(users->size()) + " user(s) from " +
+                  config.smtpd.auth_users_file.string());
     }
-    auto servers = dns::read_resolv_conf();
-    if (servers.empty()) {
-        log::warning("no nameserver in /etc/resolv.conf and none in [dns] nameservers: every MX lookup will fail");
+    auto connections = std::make_shared<smtpd::ConnectionCounter>();
+    connections->limit = config.smtpd.connection_limit;
+    connections->per_client_limit = config.smtpd.client_connection_count_limit;
+
+    smtpd::ServerSettings base;
+    base.protocol.myhostname = config.myhostname;
+    base.protocol.tls_level = config.smtpd.tls_security_level;
+    base.protocol.tls_available = server_tls != nullptr;
+    base.protocol.auth_available = users != nullptr;
+    base.protocol.mynetworks = config.smtpd.mynetworks;
+    base.protocol.relay_domains = config.relay_domains;
+    base.protocol.message_size_limit = config.message_size_limit;
+    base.protocol.recipient_limit = config.smtpd.recipient_limit;
+    base.protocol.hard_error_limit = config.smtpd.hard_error_limit;
+    base.timeout = config.smtpd.timeout;
+    base.bare_newline = config.smtpd.forbid_bare_newline == config::BareNewlinePolicy::reject
+                            ? smtp::BareNewline::reject
+                            : smtp::BareNewline::normalize;
+    base.hopcount_limit = config.hopcount_limit;
+    base.tls = server_tls;
+    base.users = users;
+    base.auth_executor = auth_executor;
+    base.connections = connections;
+    base.spool = &spool;
+    base.on_queued = std::move(on_queued);
+
+    std::vector<std::unique_ptr<smtpd::Server>> servers;
+    if (!config.smtpd.listen.empty()) {
+        servers.push_back(std::make_unique<smtpd::Server>(executor, base));
+        servers.back()->listen(config.smtpd.listen);
+    }
+    for (const auto& listener : config.smtpd.listeners) {
+        auto settings = base;
+        settings.implicit_tls = listener.implicit_tls;
+        settings.proxy_protocol = listener.proxy_protocol;
+        settings.protocol.tls_level = listener.tls_security_level.value_or(config.smtpd.tls_security_level);
+        settings.protocol.auth_required = listener.auth_required;
+        if (listener.implicit_tls) {
+            // The session is encrypted before the greeting: no STARTTLS.
+            settings.protocol.tls_level = config::InboundTlsLevel::none;
+        }
+        servers.push_back(std::make_unique<smtpd::Server>(executor, settings));
+        servers.back()->listen({listener.address});
     }
     return servers;
+}
+
+// Builds the resolver settings. [dns] timeout and attempts, when set, win
+// over the options of /etc/resolv.conf, which apply only when the
+// nameservers come from there too.
+dns::ResolverOptions resolver_options(const config::Config& config) {
+    dns::ResolverOptions options;
+    if (config.dns.nameservers.empty()) {
+        dns::apply_resolv_conf(options, dns::read_resolv_conf_file());
+        if (options.nameservers.empty()) {
+            log::warning("no nameserver in /etc/resolv.conf and none in [dns] nameservers: every MX lookup will fail");
+        }
+    } else {
+        options.nameservers = config.dns.nameservers;
+    }
+    if (config.dns.timeout) {
+        options.timeout = *config.dns.timeout;
+    }
+    if (config.dns.attempts) {
+        options.attempts = *config.dns.attempts;
+    }
+
+    std::vector<asio::ip::network_v4> trusted_v4;
+    std::vector<asio::ip::network_v6> trusted_v6;
+    for (const auto& network : config.dns.trusted_ad_networks) {
+        if (network.address.is_v4()) {
+            trusted_v4.emplace_back(network.address.to_v4(), network.prefix_length);
+        } else {
+            trusted_v6.emplace_back(network.address.to_v6(), network.prefix_length);
+        }
+    }
+    options.trusted_ad_networks = dns::TrustedNetworks(std::move(trusted_v4), std::move(trusted_v6));
+    options.edns_buffer_size = config.dns.edns_buffer_size;
+    options.cache_size = config.dns.cache_size;
+    return options;
 }
 
 // Ends the event loop once no delivery is running, or at `give_up`.
@@ -95,37 +191,33 @@ int run(const config::Config& config) {
     auto server_tls = inbound_tls(config);
     auto client_tls = tls::make_client_context({config.smtp.tls_CAfile.string(), config.smtp.tls_CApath.string()});
 
-    dns::ResolverOptions resolver_options;
-    resolver_options.nameservers = nameservers(config);
-    resolver_options.timeout = config.dns.timeout;
-    resolver_options.attempts = config.dns.attempts;
-    dns::Resolver resolver(io.get_executor(), resolver_options);
+    dns::Resolver resolver(io.get_executor(), resolver_options(config));
 
     delivery::SchedulerSettings scheduler_settings;
     scheduler_settings.client.helo_name = config.myhostname;
-    scheduler_settings.client.level = config.smtp.tls_security_level;
+    scheduler_settings.default_policy.level = config.smtp.tls_security_level;
+    scheduler_settings.policy_table = config.smtp.tls_policy;
+    scheduler_settings.policy_settings.dane_insecure_mx = config.smtp.tls_dane_insecure_mx;
+    scheduler_settings.own_names = {config.myhostname};
+    for (const auto& endpoint : config.smtpd.listen) {
+        scheduler_settings.own_addresses.push_back(endpoint.address());
+    }
     scheduler_settings.client.tls = client_tls;
     scheduler_settings.client.connect_timeout = config.smtp.connect_timeout;
     scheduler_settings.client.command_timeout = config.smtp.command_timeout;
     scheduler_settings.relayhost = config.smtp.relayhost;
+    for (const auto& transport : config.transports) {
+        scheduler_settings.transports.emplace_back(transport.domain, transport.nexthop);
+    }
     scheduler_settings.port = config.smtp.port;
     scheduler_settings.minimal_backoff_time = config.queue.minimal_backoff_time;
     scheduler_settings.maximal_backoff_time = config.queue.maximal_backoff_time;
     delivery::Scheduler scheduler(io.get_executor(), spool, resolver, scheduler_settings);
     scheduler.recover();
 
-    smtpd::ServerSettings server_settings;
-    server_settings.protocol.myhostname = config.myhostname;
-    server_settings.protocol.tls_level = config.smtpd.tls_security_level;
-    server_settings.protocol.tls_available = server_tls != nullptr;
-    server_settings.protocol.mynetworks = config.smtpd.mynetworks;
-    server_settings.protocol.message_size_limit = config.message_size_limit;
-    server_settings.timeout = config.smtpd.timeout;
-    server_settings.tls = server_tls;
-    server_settings.spool = &spool;
-    server_settings.on_queued = [&scheduler](const queue::Envelope& envelope) { scheduler.enqueue(envelope); };
-    smtpd::Server server(io.get_executor(), server_settings);
-    server.listen(config.smtpd.listen);
+    asio::thread_pool auth_pool(1);
+    auto servers = inbound_servers(config, io.get_executor(), auth_pool.get_executor(), server_tls, spool,
+                                   [&scheduler](const queue::Envelope& envelope) { scheduler.enqueue(envelope); });
     scheduler.start();
     log::info("tlsrelay " TLSRELAY_VERSION " started: myhostname=" + config.myhostname +
               ", queue_directory=" + config.queue_directory.string() +
@@ -140,13 +232,16 @@ int run(const config::Config& config) {
             return;
         }
         log::info(std::string("received ") + (signal_number == SIGINT ? "SIGINT" : "SIGTERM") + ", stopping");
-        server.stop();
+        for (auto& server : servers) {
+            server->stop();
+        }
         scheduler.stop();
         auto give_up = std::chrono::steady_clock::now() + shutdown_grace;
         wait_for_deliveries(grace, scheduler, give_up, io);
     });
 
     io.run();
+    auth_pool.join();
     log::info("stopped with " + std::to_string(scheduler.queued_messages()) + " message(s) in the queue");
     return 0;
 }

@@ -141,6 +141,135 @@ public:
 
     using Handler = std::function<void(const toml::node&, const std::string&)>;
 
+    // A list of domains: lower-cased; a leading dot means "subdomains of".
+    std::vector<std::string> domain_list(const toml::node& node, const std::string& key) const {
+        const std::string accepted = "a list of domains such as \"example.com\" or \".example.com\"";
+        std::vector<std::string> domains;
+        for (auto text : string_list(node, key, accepted)) {
+            std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+            if (text.empty() || text == "." || text.find_first_of(" @[]:/") != std::string::npos || text.back() == '.') {
+                throw ConfigError(where(node) + ": invalid " + key + " entry \"" + text + "\": expected " + accepted);
+            }
+            domains.push_back(text);
+        }
+        return domains;
+    }
+
+    // An array of tables ([[name]]): each table is read with the handlers
+    // that `make_handlers` returns for a fresh element, and then checked.
+    template <typename Element>
+    void table_list(const toml::node& node, const std::string& key, std::vector<Element>& target,
+                    std::map<std::string, Handler> (Reader::*make_handlers)(Element&) const,
+                    void (Reader::*check)(const toml::node&, const std::string&, const Element&) const) const {
+        const auto* array = node.as_array();
+        if (!array || !array->is_array_of_tables()) {
+            fail_value(node, key, "a list of tables written as [[" + key + "]]");
+        }
+        target.clear();
+        for (const auto& item : *array) {
+            Element element;
+            read_table(*item.as_table(), key, (this->*make_handlers)(element));
+            (this->*check)(item, key, element);
+            target.push_back(std::move(element));
+        }
+    }
+
+    std::size_t count_value(const toml::node& node, const std::string& key, std::int64_t max) const {
+        return static_cast<std::size_t>(integer_value(node, key, 1, max, "an integer from 1 to " + std::to_string(max)));
+    }
+
+    std::map<std::string, Handler> listener_keys(Listener& listener) const {
+        return {
+            {"address",
+             [this, &listener](const toml::node& node, const std::string& key) {
+                 auto endpoint = parse_endpoint(string_value(node, key, "\"addr:port\" or \"[v6addr]:port\""));
+                 if (!endpoint) {
+                     fail_value(node, key, "\"addr:port\" or \"[v6addr]:port\"");
+                 }
+                 listener.address = *endpoint;
+             }},
+            {"tls",
+             [this, &listener](const toml::node& node, const std::string& key) {
+                 auto text = string_value(node, key, "starttls or implicit");
+                 if (text != "starttls" && text != "implicit") {
+                     fail_value(node, key, "starttls or implicit");
+                 }
+                 listener.implicit_tls = text == "implicit";
+             }},
+            {"tls_security_level",
+             [this, &listener](const toml::node& node, const std::string& key) {
+                 listener.tls_security_level = inbound_level(node, key);
+             }},
+            {"auth_required", [this, &listener](const toml::node& node, const std::string& key) { listener.auth_required = bool_value(node, key); }},
+            {"proxy_protocol", [this, &listener](const toml::node& node, const std::string& key) { listener.proxy_protocol = bool_value(node, key); }},
+        };
+    }
+
+    void check_listener(const toml::node& node, const std::string& key, const Listener& listener) const {
+        if (listener.address.port() == 0) {
+            throw ConfigError(where(node) + ": " + key + " entry has no address: add address = \"addr:port\"");
+        }
+    }
+
+    std::map<std::string, Handler> sni_keys(SniCertificate& sni) const {
+        return {
+            {"name",
+             [this, &sni](const toml::node& node, const std::string& key) {
+                 sni.name = string_value(node, key, "a host name such as \"mail.example.com\" or \"*.example.com\"");
+                 std::transform(sni.name.begin(), sni.name.end(), sni.name.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+             }},
+            {"cert_file", [this, &sni](const toml::node& node, const std::string& key) { sni.cert_file = path_value(node, key); }},
+            {"key_file", [this, &sni](const toml::node& node, const std::string& key) { sni.key_file = path_value(node, key); }},
+        };
+    }
+
+    void check_sni(const toml::node& node, const std::string& key, const SniCertificate& sni) const {
+        if (sni.name.empty() || sni.cert_file.empty() || sni.key_file.empty()) {
+            throw ConfigError(where(node) + ": " + key + " entry needs name, cert_file and key_file");
+        }
+    }
+
+    std::map<std::string, Handler> transport_keys(Transport& transport) const {
+        return {
+            {"domain",
+             [this, &transport](const toml::node& node, const std::string& key) {
+                 transport.domain = string_value(node, key, "a domain such as \"example.com\" or \".example.com\"");
+                 std::transform(transport.domain.begin(), transport.domain.end(), transport.domain.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+             }},
+            {"nexthop",
+             [this, &transport](const toml::node& node, const std::string& key) {
+                 const std::string accepted = "\"[host]:port\", \"host:port\" or \"host\"";
+                 auto hop = parse_next_hop(string_value(node, key, accepted));
+                 if (!hop) {
+                     fail_value(node, key, accepted);
+                 }
+                 transport.nexthop = *hop;
+             }},
+        };
+    }
+
+    void check_transport(const toml::node& node, const std::string& key, const Transport& transport) const {
+        if (transport.domain.empty() || transport.nexthop.host.empty()) {
+            throw ConfigError(where(node) + ": " + key + " entry needs domain and nexthop");
+        }
+    }
+
+    bool bool_value(const toml::node& node, const std::string& key) const {
+        if (!node.is_boolean()) {
+            fail_value(node, key, "true or false");
+        }
+        return *node.value<bool>();
+    }
+
+    InboundTlsLevel inbound_level(const toml::node& node, const std::string& key) const {
+        const std::string accepted = "one of none, may, encrypt";
+        auto text = string_value(node, key, accepted);
+        if (text == "none") return InboundTlsLevel::none;
+        if (text == "may") return InboundTlsLevel::may;
+        if (text != "encrypt") fail_value(node, key, accepted);
+        return InboundTlsLevel::encrypt;
+    }
+
     void read_table(const toml::table& table, const std::string& prefix, const std::map<std::string, Handler>& handlers) const {
         for (const auto& [name, node] : table) {
             std::string key = prefix.empty() ? std::string(name.str()) : prefix + "." + std::string(name.str());
@@ -196,6 +325,15 @@ public:
                  config_.message_size_limit = static_cast<std::size_t>(
                      integer_value(node, key, 1024, 1LL << 40, "a size in bytes from 1024 upward"));
              }},
+            {"hopcount_limit",
+             [this](const toml::node& node, const std::string& key) {
+                 config_.hopcount_limit = static_cast<int>(integer_value(node, key, 1, 1000, "an integer from 1 to 1000"));
+             }},
+            {"relay_domains", [this](const toml::node& node, const std::string& key) { config_.relay_domains = domain_list(node, key); }},
+            {"transport",
+             [this](const toml::node& node, const std::string& key) {
+                 table_list(node, key, config_.transports, &Reader::transport_keys, &Reader::check_transport);
+             }},
             {"smtpd", section("smtpd", config_.smtpd, &Reader::smtpd_keys)},
             {"smtp", section("smtp", config_.smtp, &Reader::smtp_keys)},
             {"dns", section("dns", config_.dns, &Reader::dns_keys)},
@@ -219,14 +357,36 @@ public:
                  }
              }},
             {"tls_security_level",
+             [this, &smtpd](const toml::node& node, const std::string& key) { smtpd.tls_security_level = inbound_level(node, key); }},
+            {"listener",
              [this, &smtpd](const toml::node& node, const std::string& key) {
-                 const std::string accepted = "one of none, may, encrypt";
-                 auto text = string_value(node, key, accepted);
-                 if (text == "none") smtpd.tls_security_level = InboundTlsLevel::none;
-                 else if (text == "may") smtpd.tls_security_level = InboundTlsLevel::may;
-                 else if (text == "encrypt") smtpd.tls_security_level = InboundTlsLevel::encrypt;
-                 else fail_value(node, key, accepted);
+                 table_list(node, key, smtpd.listeners, &Reader::listener_keys, &Reader::check_listener);
              }},
+            {"tls_sni",
+             [this, &smtpd](const toml::node& node, const std::string& key) {
+                 table_list(node, key, smtpd.tls_sni, &Reader::sni_keys, &Reader::check_sni);
+             }},
+            {"tls_protocols",
+             [this, &smtpd](const toml::node& node, const std::string& key) {
+                 auto text = string_value(node, key, "\">=TLSv1.2\" or \">=TLSv1.3\"");
+                 if (text != ">=TLSv1.2" && text != ">=TLSv1.3") {
+                     fail_value(node, key, "\">=TLSv1.2\" or \">=TLSv1.3\"");
+                 }
+                 smtpd.tls_require_tls13 = text == ">=TLSv1.3";
+             }},
+            {"auth_users_file", [this, &smtpd](const toml::node& node, const std::string& key) { smtpd.auth_users_file = path_value(node, key); }},
+            {"forbid_bare_newline",
+             [this, &smtpd](const toml::node& node, const std::string& key) {
+                 auto text = string_value(node, key, "normalize or reject");
+                 if (text != "normalize" && text != "reject") {
+                     fail_value(node, key, "normalize or reject");
+                 }
+                 smtpd.forbid_bare_newline = text == "reject" ? BareNewlinePolicy::reject : BareNewlinePolicy::normalize;
+             }},
+            {"connection_limit", [this, &smtpd](const toml::node& node, const std::string& key) { smtpd.connection_limit = count_value(node, key, 100000); }},
+            {"client_connection_count_limit", [this, &smtpd](const toml::node& node, const std::string& key) { smtpd.client_connection_count_limit = count_value(node, key, 100000); }},
+            {"recipient_limit", [this, &smtpd](const toml::node& node, const std::string& key) { smtpd.recipient_limit = count_value(node, key, 100000); }},
+            {"hard_error_limit", [this, &smtpd](const toml::node& node, const std::string& key) { smtpd.hard_error_limit = static_cast<int>(count_value(node, key, 1000)); }},
             {"tls_cert_file", [this, &smtpd](const toml::node& node, const std::string& key) { smtpd.tls_cert_file = path_value(node, key); }},
             {"tls_key_file", [this, &smtpd](const toml::node& node, const std::string& key) { smtpd.tls_key_file = path_value(node, key); }},
             {"mynetworks",
@@ -250,7 +410,7 @@ public:
         return {
             {"tls_security_level",
              [this, &smtp](const toml::node& node, const std::string& key) {
-                 const std::string accepted = "one of none, may, encrypt, verify";
+                 const std::string accepted = std::string("one of ") + policy::level_names();
                  auto level = policy::parse_level(string_value(node, key, accepted));
                  if (!level) {
                      fail_value(node, key, accepted);
@@ -278,7 +438,90 @@ public:
              }},
             {"connect_timeout", [this, &smtp](const toml::node& node, const std::string& key) { smtp.connect_timeout = duration_value(node, key); }},
             {"command_timeout", [this, &smtp](const toml::node& node, const std::string& key) { smtp.command_timeout = duration_value(node, key); }},
+            {"tls_policy", [this, &smtp](const toml::node& node, const std::string& key) { read_tls_policies(node, key, smtp); }},
+            {"tls_policy_maps",
+             [this, &smtp](const toml::node& node, const std::string& key) {
+                 smtp.tls_policy_maps = path_value(node, key);
+                 load_policy_maps(node, smtp);
+             }},
+            {"tls_dane_insecure_mx_policy",
+             [this, &smtp](const toml::node& node, const std::string& key) {
+                 const std::string accepted = "one of dane, may";
+                 auto text = string_value(node, key, accepted);
+                 if (text != "dane" && text != "may") {
+                     fail_value(node, key, accepted);
+                 }
+                 smtp.tls_dane_insecure_mx = text == "dane";
+             }},
         };
+    }
+
+    // Reads [[smtp.tls_policy]] entries: domain, level and Postfix's
+    // attributes, each checked as the policy table file's entries are.
+    void read_tls_policies(const toml::node& node, const std::string& key, Smtp& smtp) const {
+        const std::string accepted = "an array of tables [[smtp.tls_policy]] with domain, level, match, "
+                                     "fingerprints, protocols and ciphers";
+        const auto* array = node.as_array();
+        if (!array) {
+            fail_value(node, key, accepted);
+        }
+        for (const auto& item : *array) {
+            const auto* table = item.as_table();
+            if (!table) {
+                fail_value(item, key, accepted);
+            }
+            std::string domain;
+            std::string level;
+            std::vector<std::string> match;
+            std::vector<std::string> fingerprints;
+            std::string protocols;
+            std::string ciphers;
+            const std::string list = "a list of strings";
+            std::map<std::string, Handler> handlers = {
+                {"domain", [&](const toml::node& n, const std::string& k) { domain = string_value(n, k, "a domain, .domain or \"[host]:port\""); }},
+                {"level", [&](const toml::node& n, const std::string& k) { level = string_value(n, k, std::string("one of ") + policy::level_names()); }},
+                {"match", [&](const toml::node& n, const std::string& k) { match = string_list(n, k, list); }},
+                {"fingerprints", [&](const toml::node& n, const std::string& k) { fingerprints = string_list(n, k, list); }},
+                {"protocols", [&](const toml::node& n, const std::string& k) { protocols = string_value(n, k, "a string such as \">=TLSv1.2\""); }},
+                {"ciphers", [&](const toml::node& n, const std::string& k) { ciphers = string_value(n, k, "one of export, low, medium, high, null"); }},
+            };
+            read_table(*table, key, handlers);
+
+            std::string error;
+            if (domain.empty() || level.empty()) {
+                throw ConfigError(where(item) + ": invalid " + key + " entry: domain and level are required");
+            }
+            auto normalized = policy::normalize_key(domain, error);
+            auto entry_policy = normalized ? policy::build_policy(level, match, fingerprints, protocols, ciphers, error)
+                                           : std::nullopt;
+            if (!entry_policy) {
+                throw ConfigError(where(item) + ": invalid " + key + " entry for " + domain + ": " + error);
+            }
+            try {
+                smtp.tls_policy.add(policy::Entry{*normalized, std::move(*entry_policy), where(item)});
+            } catch (const policy::TableError& duplicate) {
+                throw ConfigError(duplicate.what());
+            }
+        }
+    }
+
+    // Loads the Postfix policy table source file named by tls_policy_maps.
+    void load_policy_maps(const toml::node& node, Smtp& smtp) const {
+        if (smtp.tls_policy_maps.empty()) {
+            return;
+        }
+        std::ifstream in(smtp.tls_policy_maps, std::ios::binary);
+        if (!in) {
+            throw ConfigError(where(node) + ": cannot read smtp.tls_policy_maps file " + smtp.tls_policy_maps.string() +
+                              ": " + std::strerror(errno));
+        }
+        std::ostringstream text;
+        text << in.rdbuf();
+        try {
+            policy::parse_postfix_table(text.str(), smtp.tls_policy_maps.string(), smtp.tls_policy);
+        } catch (const policy::TableError& error) {
+            throw ConfigError(error.what());
+        }
     }
 
     std::map<std::string, Handler> dns_keys(Dns& dns) const {
@@ -301,6 +544,31 @@ public:
              [this, &dns](const toml::node& node, const std::string& key) {
                  dns.attempts = static_cast<int>(integer_value(node, key, 1, 10, "an integer from 1 to 10"));
              }},
+            {"trusted_ad_networks",
+             [this, &dns](const toml::node& node, const std::string& key) {
+                 const std::string accepted = "a list of networks such as \"127.0.0.0/8\" or \"[::1]/128\"";
+                 dns.trusted_ad_networks.clear();
+                 for (const auto& text : string_list(node, key, accepted)) {
+                     auto network = parse_network(text);
+                     if (!network) {
+                         throw ConfigError(where(node) + ": invalid " + key + " entry \"" + text + "\": expected " +
+                                           accepted);
+                     }
+                     dns.trusted_ad_networks.push_back(*network);
+                 }
+             }},
+            // RFC 6891 section 6.2.5 treats sizes below 512 as 512, and
+            // 4096 is the largest size it recommends starting from.
+            {"edns_buffer_size",
+             [this, &dns](const toml::node& node, const std::string& key) {
+                 dns.edns_buffer_size =
+                     static_cast<std::uint16_t>(integer_value(node, key, 512, 4096, "an integer from 512 to 4096"));
+             }},
+            {"cache_size",
+             [this, &dns](const toml::node& node, const std::string& key) {
+                 dns.cache_size = static_cast<std::size_t>(
+                     integer_value(node, key, 0, 1000000, "an integer from 0 to 1000000"));
+             }},
         };
     }
 
@@ -322,6 +590,7 @@ Config defaults(const fs::path& file) {
     config.queue_directory = (file.parent_path() / "var/queue").lexically_normal();
     config.smtpd.listen.emplace_back(asio::ip::make_address("127.0.0.1"), 2525);
     config.smtpd.mynetworks = {*parse_network("127.0.0.0/8"), *parse_network("[::1]/128")};
+    config.dns.trusted_ad_networks = {*parse_network("127.0.0.0/8"), *parse_network("[::1]/128")};
     config.smtp.tls_CApath = "/etc/ssl/certs";
     return config;
 }
@@ -336,8 +605,8 @@ std::string system_host_name() {
 
 void check_consistency(const Config& config) {
     const auto& file = config.config_file.string();
-    if (config.smtpd.listen.empty()) {
-        throw ConfigError(file + ": invalid smtpd.listen []: expected at least one \"addr:port\"");
+    if (config.smtpd.listen.empty() && config.smtpd.listeners.empty()) {
+        throw ConfigError(file + ": no listening address: set smtpd.listen or add an [[smtpd.listener]] table");
     }
     if (config.smtpd.tls_cert_file.empty() != config.smtpd.tls_key_file.empty()) {
         throw ConfigError(file + ": smtpd.tls_cert_file and smtpd.tls_key_file must be set together, or both left empty for a self-signed certificate");

@@ -11,6 +11,7 @@
 
 #include "tlsrelay/smtp/line_reader.hpp"
 #include "tlsrelay/smtp/reply.hpp"
+#include "tlsrelay/tls/dane.hpp"
 #include "tlsrelay/tls/stream.hpp"
 #include "tlsrelay/util/address.hpp"
 #include "tlsrelay/util/deadline.hpp"
@@ -75,9 +76,11 @@ void dot_stuff(std::string_view content, bool& at_line_start, std::string& out) 
 
 class ClientSession {
 public:
-    ClientSession(const ClientOptions& options, const Target& target, asio::ip::tcp::socket socket)
+    ClientSession(const ClientOptions& options, const Target& target, const policy::HostPlan& plan,
+                  asio::ip::tcp::socket socket)
         : options_(options),
           target_(target),
+          plan_(plan),
           stream_(std::move(socket)),
           reader_(stream_, max_reply_line),
           deadline_(std::make_shared<Deadline>(stream_.socket())),
@@ -104,7 +107,7 @@ public:
     }
 
 private:
-    // Connects, reads the greeting, says EHLO and sets up TLS as the policy
+    // Connects, reads the greeting, says EHLO and sets up TLS as the plan
     // demands. Returns false when the host cannot be used.
     asio::awaitable<bool> open_session(bool use_tls) {
         result_.phase = Phase::connect;
@@ -122,11 +125,14 @@ private:
         if (!co_await hello()) {
             co_return false;
         }
-        if (options_.level == policy::Level::none || !use_tls) {
-            co_return judge_plaintext();
+        policy::TlsFacts facts;
+        if (!plan_.try_tls || !use_tls) {
+            facts.stage = policy::TlsStage::not_tried;
+            co_return co_await apply_plaintext_verdict(facts);
         }
         if (!offers("STARTTLS")) {
-            co_return judge_plaintext();
+            facts.stage = policy::TlsStage::not_offered;
+            co_return co_await apply_plaintext_verdict(facts);
         }
         co_return co_await start_tls();
     }
@@ -158,54 +164,88 @@ private:
         return std::find(extensions_.begin(), extensions_.end(), keyword) != extensions_.end();
     }
 
-    // Applies the policy to a session that stays in plaintext.
-    bool judge_plaintext() {
-        auto verdict = policy::judge(options_.level, policy::TlsFacts{}, target_.host);
+    // Applies the verdict to a session that stays in plaintext. Under a
+    // mandatory level the session ends with QUIT before any mail command,
+    // so nothing is sent in clear.
+    asio::awaitable<bool> apply_plaintext_verdict(const policy::TlsFacts& facts) {
+        auto verdict = policy::judge(plan_, facts, peer_);
         result_.trust = verdict.trust;
-        if (!verdict.acceptable) {
-            result_.phase = Phase::starttls;
-            return host_failed("4.7.4", "TLS is required, but was not offered by host " + peer_);
+        if (verdict.action == policy::Action::deliver) {
+            co_return true;
         }
-        return true;
+        result_.phase = Phase::starttls;
+        co_await quit();
+        co_return host_failed(verdict.dsn, verdict.reason);
     }
 
     asio::awaitable<bool> start_tls() {
         result_.phase = Phase::starttls;
         auto reply = co_await command("STARTTLS");
+        policy::TlsFacts facts;
         if (reply.code != 220) {
-            if (policy::requires_tls(options_.level)) {
-                co_return host_failed("4.7.4", "TLS is required, but host " + peer_ + " refused to start TLS: " +
-                                                   reply.summary());
-            }
-            co_return judge_plaintext();
+            facts.stage = policy::TlsStage::rejected;
+            facts.failure = reply.summary();
+            co_return co_await apply_plaintext_verdict(facts);
         }
+
+        // RFC 3207 section 4.2 and RFC 7672 section 8: anything the server
+        // sent after its 220 and before the handshake could be an injected
+        // command reply, so it is dropped.
+        reader_.discard_buffered();
 
         try {
             deadline_->arm(options_.command_timeout);
-            co_await stream_.handshake_client(*options_.tls, target_.host);
+            co_await stream_.handshake_client(*options_.tls, plan_.sni);
         } catch (const tls::TlsError& error) {
             log::warning("TLS handshake with " + peer_ + " failed: " + error.what());
-            // At level may, TLS trouble must not stop delivery: the caller
-            // reconnects and sends in plaintext.
-            result_.retry_without_tls = !policy::requires_tls(options_.level);
-            co_return host_failed("4.7.5", "TLS handshake with " + peer_ + " failed: " + error.what());
+            facts.stage = policy::TlsStage::handshake_failed;
+            facts.failure = error.what();
+            auto verdict = policy::judge(plan_, facts, peer_);
+            // The connection is unusable after a failed handshake, so no QUIT.
+            result_.retry_without_tls = verdict.action == policy::Action::deliver_in_clear;
+            co_return host_failed(verdict.action == policy::Action::next_host ? verdict.dsn : "4.7.5",
+                                  verdict.reason);
         }
 
-        const auto& session = stream_.session();
-        policy::TlsFacts facts{true, session.peer_certificate_present, session.chain_trusted, session.verify_error,
-                               session.peer_names};
-        auto verdict = policy::judge(options_.level, facts, target_.host);
+        facts = session_facts();
+        auto verdict = policy::judge(plan_, facts, target_.host);
         result_.trust = verdict.trust;
+        result_.trust_how = verdict.how;
+        const auto& session = stream_.session();
         log::info(capitalised(verdict.trust) + " TLS connection established to " + peer_ + ": " + session.protocol +
                   " with cipher " + session.cipher);
-        if (!verdict.acceptable) {
+        log::info("TLS trust for " + peer_ + ": " + policy::to_string(verdict.trust) + ", " + verdict.how);
+        if (verdict.action != policy::Action::deliver) {
             result_.phase = Phase::tls_policy;
+            result_.retry_without_tls = verdict.action == policy::Action::deliver_in_clear;
             co_await quit();
-            co_return host_failed("4.7.5", verdict.reason);
+            co_return host_failed(verdict.dsn.empty() ? "4.7.5" : verdict.dsn, verdict.reason);
         }
 
-        // RFC 3207 section 4.2: forget what was learned before TLS and greet again.
+        // RFC 3207 section 4.2: forget what was learned before TLS and greet
+        // again; only the EHLO reply over TLS names the extensions.
+        extensions_.clear();
         co_return co_await hello();
+    }
+
+    // Collects what the handshake established, and checks the chain against
+    // the plan's TLSA records when there are any.
+    policy::TlsFacts session_facts() const {
+        const auto& session = stream_.session();
+        policy::TlsFacts facts;
+        facts.stage = policy::TlsStage::established;
+        facts.protocol = session.protocol;
+        facts.certificate_present = session.peer_certificate_present;
+        facts.chain_trusted = session.chain_trusted;
+        facts.verify_error = session.verify_error;
+        facts.peer_names = session.peer_names;
+        if (!session.peer_chain_der.empty()) {
+            facts.digests = tls::certificate_digests(session.peer_chain_der.front());
+        }
+        if (!plan_.tlsa_records.empty()) {
+            facts.dane = tls::match_tlsa(plan_.tlsa_records, session.peer_chain_der, plan_.reference_names);
+        }
+        return facts;
     }
 
     asio::awaitable<void> transaction(const queue::StoredMessage& message, const std::vector<std::size_t>& indices) {
@@ -383,6 +423,7 @@ private:
 
     const ClientOptions& options_;
     const Target& target_;
+    const policy::HostPlan& plan_;
     tls::Stream stream_;
     smtp::LineReader reader_;
     std::shared_ptr<Deadline> deadline_;
@@ -394,10 +435,10 @@ private:
 }  // namespace
 
 asio::awaitable<AttemptResult> attempt_delivery(const ClientOptions& options, const Target& target,
-                                                const queue::StoredMessage& message,
+                                                const policy::HostPlan& plan, const queue::StoredMessage& message,
                                                 const std::vector<std::size_t>& indices, bool use_tls) {
     auto executor = co_await asio::this_coro::executor;
-    ClientSession session(options, target, asio::ip::tcp::socket(executor));
+    ClientSession session(options, target, plan, asio::ip::tcp::socket(executor));
     co_return co_await session.run(message, indices, use_tls);
 }
 

@@ -1,7 +1,9 @@
 #include "tlsrelay/delivery/scheduler.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
+#include <string_view>
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
@@ -25,6 +27,14 @@ std::string format_delay(std::int64_t arrival_unix_ms) {
     char text[32];
     std::snprintf(text, sizeof text, seconds < 10 ? "%.2g" : "%.0f", seconds);
     return text;
+}
+
+bool equal_ignoring_case(std::string_view a, std::string_view b) {
+    if (!a.empty() && a.back() == '.') a.remove_suffix(1);
+    if (!b.empty() && b.back() == '.') b.remove_suffix(1);
+    return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
+        return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+    });
 }
 
 }  // namespace
@@ -149,28 +159,65 @@ asio::awaitable<void> Scheduler::deliver(std::string id) {
 
 asio::awaitable<void> Scheduler::deliver_domain(Entry& entry, const std::string& domain,
                                                 std::vector<std::size_t> indices, std::vector<RecipientResult>& results) {
+    const auto& id = entry.message.envelope.id;
+    auto fail_all = [&](Outcome outcome, const std::string& dsn, const std::string& reason, const std::string& relay,
+                        policy::Trust trust) {
+        for (auto index : indices) {
+            RecipientResult result{index, outcome, dsn, reason};
+            log_result(entry, result, relay, trust);
+            results.push_back(result);
+        }
+    };
+
     auto route = co_await find_route(resolver_, domain, settings_.relayhost, settings_.port);
     if (route.status != Route::Status::ok) {
         auto outcome = route.status == Route::Status::permanent_failure ? Outcome::bounced : Outcome::deferred;
-        for (auto index : indices) {
-            RecipientResult result{index, outcome, route.dsn, route.reason};
-            log_result(entry, result, "none", policy::Trust::none);
-            results.push_back(result);
-        }
+        fail_all(outcome, route.dsn, route.reason, "none", policy::Trust::none);
+        co_return;
+    }
+    if (loops_back(route)) {
+        fail_all(Outcome::bounced, "5.4.6", "mail for " + domain + " loops back to myself", "none",
+                 policy::Trust::none);
         co_return;
     }
 
+    // The policy of the next hop: the relayhost as "[host]:port", else the
+    // recipient domain, then its parent domains, then the global default.
+    std::string next_hop = settings_.relayhost ? settings_.relayhost->host : domain;
+    std::string policy_key = settings_.relayhost
+                                 ? policy::next_hop_key(settings_.relayhost->host, settings_.relayhost->port,
+                                                        settings_.relayhost->port_given, settings_.relayhost->mx_lookup)
+                                 : domain;
+    const policy::Entry* table_entry = settings_.policy_table.lookup(policy_key);
+    const policy::Policy& policy = table_entry ? table_entry->policy : settings_.default_policy;
+
     // Try each address of each host until one carries the transaction.
     AttemptResult last;
+    last.dsn = "4.4.1";
+    last.reason = "no host of " + domain + " could be used";
     std::string last_relay = "none";
     for (const auto& host : route.hosts) {
+        auto dns = co_await dns_facts(policy, route, host);
+        auto plan = policy::plan_host(policy, policy::Destination{next_hop, host.name}, dns, settings_.policy_settings);
+        if (!plan.note.empty()) {
+            log::info(id + ": " + host.name + ": " + plan.note);
+        }
+        if (plan.action == policy::Action::next_host) {
+            log::info(id + ": skipping " + host.name + ": " + plan.reason);
+            last = AttemptResult{};
+            last.dsn = "4.7.5";
+            last.reason = plan.reason;
+            last_relay = "none";
+            continue;
+        }
+
         for (const auto& address : host.addresses) {
             Target target{host.name, address, route.port};
-            auto attempt = co_await attempt_delivery(settings_.client, target, entry.message, indices, true);
+            auto attempt = co_await attempt_delivery(settings_.client, target, plan, entry.message, indices, true);
             if (attempt.host_failed && attempt.retry_without_tls) {
-                log::info(entry.message.envelope.id + ": TLS failed with " + format_peer(host.name, address, route.port) +
+                log::info(id + ": TLS failed with " + format_peer(host.name, address, route.port) +
                           ", retrying in plaintext as level may allows");
-                attempt = co_await attempt_delivery(settings_.client, target, entry.message, indices, false);
+                attempt = co_await attempt_delivery(settings_.client, target, plan, entry.message, indices, false);
             }
             std::string relay = format_peer(host.name, address, route.port);
             if (!attempt.host_failed) {
@@ -180,17 +227,81 @@ asio::awaitable<void> Scheduler::deliver_domain(Entry& entry, const std::string&
                 }
                 co_return;
             }
-            log::info(entry.message.envelope.id + ": " + attempt.reason);
+            log::info(id + ": " + attempt.reason);
             last = std::move(attempt);
             last_relay = last.connected ? relay : "none";
         }
     }
 
-    for (auto index : indices) {
-        RecipientResult result{index, Outcome::deferred, last.dsn, last.reason};
-        log_result(entry, result, last_relay, last.trust);
-        results.push_back(result);
+    fail_all(Outcome::deferred, last.dsn, last.reason, last_relay, last.trust);
+}
+
+// Gathers the DNSSEC facts DANE needs, and looks up the host's TLSA records
+// when the policy calls for them (RFC 7672 section 2.2).
+asio::awaitable<policy::DnsFacts> Scheduler::dns_facts(const policy::Policy& policy, const Route& route,
+                                                       const RouteHost& host) {
+    policy::DnsFacts facts;
+    facts.mx_secure = route.mx_secure;
+    facts.host_secure = host.secure;
+    if (!policy::needs_tlsa(policy, facts, settings_.policy_settings)) {
+        co_return facts;
     }
+
+    // RFC 7672 section 2.2.2: for a host name that is a CNAME, the TLSA
+    // records of the expanded name come first, then those of the original.
+    std::vector<std::string> bases;
+    if (!host.canonical_name.empty() && host.canonical_name != host.name) {
+        bases.push_back(host.canonical_name);
+    }
+    bases.push_back(host.name);
+
+    for (const auto& base : bases) {
+        facts.tlsa_name = dns::tlsa_owner_name(base, route.port);
+        facts.tlsa_base_name = base;
+        auto answer = co_await resolver_.query_tlsa(facts.tlsa_name);
+        switch (answer.status) {
+        case dns::Status::ok:
+            facts.tlsa = answer.secure ? policy::TlsaLookup::found : policy::TlsaLookup::insecure;
+            for (const auto& record : answer.records) {
+                facts.tlsa_records.push_back(tls::TlsaRecord{record.usage, record.selector, record.matching_type,
+                                                             record.data});
+            }
+            co_return facts;
+        case dns::Status::nodata:
+        case dns::Status::nxdomain:
+            facts.tlsa = answer.secure ? policy::TlsaLookup::none : policy::TlsaLookup::insecure;
+            break;
+        case dns::Status::temporary_failure:
+            facts.tlsa = policy::TlsaLookup::failed;
+            facts.tlsa_failure = answer.reason;
+            co_return facts;
+        }
+        if (facts.tlsa == policy::TlsaLookup::insecure) {
+            co_return facts;
+        }
+    }
+    co_return facts;
+}
+
+// True when the best MX host is this relay (one of its names or
+// addresses), as Postfix checks before connecting.
+bool Scheduler::loops_back(const Route& route) const {
+    if (route.hosts.empty()) {
+        return false;
+    }
+    const auto& best = route.hosts.front();
+    for (const auto& name : settings_.own_names) {
+        if (!name.empty() && equal_ignoring_case(name, best.name)) {
+            return true;
+        }
+    }
+    for (const auto& address : best.addresses) {
+        if (std::find(settings_.own_addresses.begin(), settings_.own_addresses.end(), address) !=
+            settings_.own_addresses.end()) {
+            return true;
+        }
+    }
+    return false;
 }
 
 void Scheduler::log_result(const Entry& entry, const RecipientResult& result, const std::string& relay,

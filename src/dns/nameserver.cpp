@@ -1,5 +1,6 @@
 #include "tlsrelay/dns/nameserver.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <fstream>
 #include <sstream>
@@ -86,28 +87,83 @@ std::optional<Nameserver> parse_nameserver(std::string_view text) {
     return Nameserver{*address, *port};
 }
 
-std::vector<Nameserver> read_resolv_conf(const std::string& path) {
-    std::vector<Nameserver> nameservers;
-    std::ifstream file(path);
+namespace {
+
+// glibc 2.36 limits (RES_MAXRETRANS and RES_MAXRETRY in resolv.h).
+constexpr int max_resolv_conf_timeout = 30;
+constexpr int max_resolv_conf_attempts = 5;
+
+// Parses the decimal value of an option such as "timeout:3". Returns
+// std::nullopt when `option` does not start with `name` or the value is not
+// a number.
+std::optional<int> option_value(std::string_view option, std::string_view name, int min, int max) {
+    if (!option.starts_with(name)) {
+        return std::nullopt;
+    }
+    std::string_view digits = option.substr(name.size());
+    int value = 0;
+    auto [stop, error] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+    if (digits.empty() || stop != digits.data() + digits.size()) {
+        return std::nullopt;
+    }
+    if (error == std::errc::result_out_of_range) {
+        return max;
+    }
+    return std::clamp(value, min, max);
+}
+
+void parse_options(std::istringstream& words, ResolvConf& conf) {
+    std::string option;
+    while (words >> option) {
+        if (auto timeout = option_value(option, "timeout:", 1, max_resolv_conf_timeout)) {
+            conf.timeout = std::chrono::seconds(*timeout);
+        } else if (auto attempts = option_value(option, "attempts:", 1, max_resolv_conf_attempts)) {
+            conf.attempts = *attempts;
+        }
+    }
+}
+
+}  // namespace
+
+ResolvConf parse_resolv_conf(std::string_view text) {
+    ResolvConf conf;
+    std::istringstream lines{std::string(text)};
     std::string line;
-    while (std::getline(file, line)) {
+    while (std::getline(lines, line)) {
         // '#' and ';' start comments in resolv.conf.
         line = line.substr(0, line.find_first_of("#;"));
 
         std::istringstream words(line);
         std::string keyword;
-        std::string value;
-        if (!(words >> keyword >> value) || keyword != "nameserver") {
+        if (!(words >> keyword)) {
+            continue;
+        }
+        if (keyword == "options") {
+            parse_options(words, conf);
             continue;
         }
 
         // resolv.conf has no port syntax, so like the C library's resolver
         // this reads an address only and uses port 53.
-        if (auto address = parse_address(value)) {
-            nameservers.push_back(Nameserver{*address, 53});
+        std::string value;
+        if (keyword == "nameserver" && words >> value) {
+            if (auto address = parse_address(value)) {
+                conf.nameservers.push_back(Nameserver{*address, 53});
+            }
         }
     }
-    return nameservers;
+    return conf;
+}
+
+ResolvConf read_resolv_conf_file(const std::string& path) {
+    std::ifstream file(path);
+    std::ostringstream content;
+    content << file.rdbuf();
+    return parse_resolv_conf(content.str());
+}
+
+std::vector<Nameserver> read_resolv_conf(const std::string& path) {
+    return read_resolv_conf_file(path).nameservers;
 }
 
 }  // namespace tlsrelay::dns

@@ -20,7 +20,7 @@
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 
-#include "trusted_networks.hpp"
+#include "cache.hpp"
 #include "wire.hpp"
 
 namespace tlsrelay::dns {
@@ -49,12 +49,13 @@ constexpr std::size_t max_udp_payload = 65535;
 struct Lookup {
     Status status = Status::temporary_failure;
     bool secure = false;
+    std::string canonical_name;
     std::vector<wire::ResourceRecord> records;
     std::string reason;
 };
 
-Lookup temporary_failure(std::string reason) {
-    return Lookup{Status::temporary_failure, false, {}, std::move(reason)};
+Lookup temporary_failure(std::string canonical_name, std::string reason) {
+    return Lookup{Status::temporary_failure, false, std::move(canonical_name), {}, std::move(reason)};
 }
 
 // Outcome of one query to one nameserver.
@@ -220,19 +221,30 @@ ChainEnd follow_cnames(const std::vector<wire::ResourceRecord>& answers, std::st
     }
 }
 
-std::vector<asio::ip::address> to_addresses(const std::vector<wire::ResourceRecord>& records) {
-    std::vector<asio::ip::address> addresses;
+// Extracts the record data of type `Data` from decoded records.
+template <typename Data>
+std::vector<Data> record_data(const std::vector<wire::ResourceRecord>& records) {
+    std::vector<Data> values;
     for (const auto& record : records) {
-        if (const auto* address = std::get_if<asio::ip::address>(&record.data)) {
-            addresses.push_back(*address);
+        if (const auto* value = std::get_if<Data>(&record.data)) {
+            values.push_back(*value);
         }
     }
-    return addresses;
+    return values;
+}
+
+std::vector<std::string> to_texts(const std::vector<wire::ResourceRecord>& records) {
+    std::vector<std::string> texts;
+    for (auto& txt : record_data<wire::TxtData>(records)) {
+        texts.push_back(std::move(txt.text));
+    }
+    return texts;
 }
 
 template <typename Record>
 Answer<Record> make_answer(Lookup& lookup, std::vector<Record> records) {
-    return Answer<Record>{lookup.status, lookup.secure, std::move(records), std::move(lookup.reason)};
+    return Answer<Record>{lookup.status, lookup.secure, std::move(lookup.canonical_name), std::move(records),
+                          std::move(lookup.reason)};
 }
 
 }  // namespace
@@ -249,9 +261,10 @@ const char* to_string(Status status) {
 
 struct Resolver::Impl {
     Impl(asio::any_io_executor executor, ResolverOptions options)
-        : executor(std::move(executor)), options(std::move(options)) {}
+        : executor(std::move(executor)), options(std::move(options)), cache(this->options.cache_size) {}
 
     asio::awaitable<Lookup> resolve(std::string name, std::uint16_t type);
+    asio::awaitable<Exchange> exchange(const wire::Question& question);
     asio::awaitable<Exchange> query_nameservers(const wire::Question& question);
     asio::awaitable<ServerResult> query_server(const Nameserver& server, const wire::Question& question);
     asio::awaitable<ServerResult> exchange_udp(const Nameserver& server, const wire::Question& question);
@@ -262,9 +275,11 @@ struct Resolver::Impl {
     std::uint16_t random_id();
     std::vector<MxRecord> to_mx_records(const std::vector<wire::ResourceRecord>& records);
 
+    std::uint16_t edns_buffer_size() const { return std::max(options.edns_buffer_size, wire::min_edns_udp_size); }
+
     asio::any_io_executor executor;
     ResolverOptions options;
-    TrustedNetworks trusted_ad_networks;
+    Cache cache;
 
     // libstdc++'s std::random_device draws from RDRAND/RDSEED, getentropy or
     // /dev/urandom, so query ids cannot be predicted from earlier ones as the
@@ -281,12 +296,7 @@ std::uint16_t Resolver::Impl::random_id() {
 // Orders MX records by preference, with equal preferences in random order
 // (RFC 5321 section 5.1).
 std::vector<MxRecord> Resolver::Impl::to_mx_records(const std::vector<wire::ResourceRecord>& records) {
-    std::vector<MxRecord> mx_records;
-    for (const auto& record : records) {
-        if (const auto* mx = std::get_if<MxRecord>(&record.data)) {
-            mx_records.push_back(*mx);
-        }
-    }
+    std::vector<MxRecord> mx_records = record_data<MxRecord>(records);
 
     // Shuffling first makes the stable sort leave each preference's records
     // in random order.
@@ -304,10 +314,10 @@ asio::awaitable<Lookup> Resolver::Impl::resolve(std::string name, std::uint16_t 
     // reported as a temporary failure, and callers should not retry it.
     auto normalized = wire::normalize_name(name);
     if (!normalized) {
-        co_return temporary_failure("invalid domain name \"" + name + "\"");
+        co_return temporary_failure(name, "invalid domain name \"" + name + "\"");
     }
     if (options.nameservers.empty()) {
-        co_return temporary_failure("no nameservers configured");
+        co_return temporary_failure(*normalized, "no nameservers configured");
     }
 
     wire::Question question{*normalized, type, wire::class_in};
@@ -317,33 +327,47 @@ asio::awaitable<Lookup> Resolver::Impl::resolve(std::string name, std::uint16_t 
     // Each pass returns or follows at least one CNAME link, so at most
     // max_cname_links + 1 queries are sent.
     while (true) {
-        Exchange exchange = co_await query_nameservers(question);
-        if (!exchange.reply) {
-            co_return temporary_failure(std::move(exchange.error));
+        Exchange result = co_await exchange(question);
+        if (!result.reply) {
+            co_return temporary_failure(question.name, std::move(result.error));
         }
-        secure = secure && exchange.secure;
+        secure = secure && result.secure;
+
+        ChainEnd end = follow_cnames(result.reply->answers, question.name, type, links_left);
+        if (end.too_long) {
+            co_return temporary_failure(end.name, "CNAME chain from " + *normalized + " has more than " +
+                                                      std::to_string(max_cname_links) + " links");
+        }
 
         // The rcode applies to the last name of a CNAME chain (RFC 6604).
-        if (exchange.reply->rcode == wire::rcode_nxdomain) {
-            co_return Lookup{Status::nxdomain, secure, {}, {}};
-        }
-
-        ChainEnd end = follow_cnames(exchange.reply->answers, question.name, type, links_left);
-        if (end.too_long) {
-            co_return temporary_failure("CNAME chain from " + *normalized + " has more than " +
-                                        std::to_string(max_cname_links) + " links");
+        if (result.reply->rcode == wire::rcode_nxdomain) {
+            co_return Lookup{Status::nxdomain, secure, std::move(end.name), {}, {}};
         }
         if (!end.records.empty()) {
-            co_return Lookup{Status::ok, secure, std::move(end.records), {}};
+            co_return Lookup{Status::ok, secure, std::move(end.name), std::move(end.records), {}};
         }
         if (end.name == question.name) {
-            co_return Lookup{Status::nodata, secure, {}, {}};
+            co_return Lookup{Status::nodata, secure, std::move(end.name), {}, {}};
         }
 
         // The reply stopped at a CNAME without the target's records, as an
         // authoritative server does for a target outside its zones.
         question.name = end.name;
     }
+}
+
+// Returns the cached reply to `question`, or queries the nameservers and
+// caches what they return.
+asio::awaitable<Exchange> Resolver::Impl::exchange(const wire::Question& question) {
+    if (auto cached = cache.find(question, Cache::Clock::now())) {
+        co_return Exchange{std::move(cached->reply), cached->secure, {}};
+    }
+
+    Exchange result = co_await query_nameservers(question);
+    if (result.reply) {
+        cache.insert(question, Cache::Entry{*result.reply, result.secure}, Cache::Clock::now());
+    }
+    co_return result;
 }
 
 // Sends rounds of queries over all nameservers until one returns NOERROR or
@@ -357,7 +381,8 @@ asio::awaitable<Exchange> Resolver::Impl::query_nameservers(const wire::Question
         for (std::size_t i = 0; i < servers.size(); ++i) {
             ServerResult result = co_await query_server(servers[i], question);
             if (result.kind == ServerResult::Kind::reply) {
-                bool secure = result.reply.authentic_data && trusted_ad_networks.contains(servers[i].address);
+                bool secure =
+                    result.reply.authentic_data && options.trusted_ad_networks.contains(servers[i].address);
                 co_return Exchange{std::move(result.reply), secure, {}};
             }
 
@@ -394,7 +419,7 @@ asio::awaitable<ServerResult> Resolver::Impl::query_server(const Nameserver& ser
 
 asio::awaitable<ServerResult> Resolver::Impl::exchange_udp(const Nameserver& server, const wire::Question& question) {
     std::uint16_t id = random_id();
-    auto query = wire::encode_query(question, id);
+    auto query = wire::encode_query(question, id, edns_buffer_size());
     if (!query) {
         co_return ServerResult::failure("cannot encode a query for \"" + question.name + "\"");
     }
@@ -444,7 +469,7 @@ asio::awaitable<ServerResult> Resolver::Impl::receive_reply(asio::ip::udp::socke
 
 asio::awaitable<ServerResult> Resolver::Impl::exchange_tcp(const Nameserver& server, const wire::Question& question) {
     std::uint16_t id = random_id();
-    auto query = wire::encode_query(question, id);
+    auto query = wire::encode_query(question, id, edns_buffer_size());
     if (!query) {
         co_return ServerResult::failure("cannot encode a query for \"" + question.name + "\"");
     }
@@ -488,12 +513,39 @@ asio::awaitable<Answer<MxRecord>> Resolver::query_mx(std::string name) {
 
 asio::awaitable<Answer<asio::ip::address>> Resolver::query_a(std::string name) {
     Lookup lookup = co_await impl_->resolve(std::move(name), wire::type_a);
-    co_return make_answer(lookup, to_addresses(lookup.records));
+    co_return make_answer(lookup, record_data<asio::ip::address>(lookup.records));
 }
 
 asio::awaitable<Answer<asio::ip::address>> Resolver::query_aaaa(std::string name) {
     Lookup lookup = co_await impl_->resolve(std::move(name), wire::type_aaaa);
-    co_return make_answer(lookup, to_addresses(lookup.records));
+    co_return make_answer(lookup, record_data<asio::ip::address>(lookup.records));
+}
+
+asio::awaitable<Answer<TlsaRecord>> Resolver::query_tlsa(std::string name) {
+    Lookup lookup = co_await impl_->resolve(std::move(name), wire::type_tlsa);
+    co_return make_answer(lookup, record_data<TlsaRecord>(lookup.records));
+}
+
+asio::awaitable<Answer<std::string>> Resolver::query_txt(std::string name) {
+    Lookup lookup = co_await impl_->resolve(std::move(name), wire::type_txt);
+    co_return make_answer(lookup, to_texts(lookup.records));
+}
+
+void apply_resolv_conf(ResolverOptions& options, const ResolvConf& conf) {
+    options.nameservers = conf.nameservers;
+    if (conf.timeout) {
+        options.timeout = *conf.timeout;
+    }
+    if (conf.attempts) {
+        options.attempts = *conf.attempts;
+    }
+}
+
+std::string tlsa_owner_name(std::string_view host, std::uint16_t port) {
+    if (!host.empty() && host.back() == '.') {
+        host.remove_suffix(1);
+    }
+    return "_" + std::to_string(port) + "._tcp." + std::string(host);
 }
 
 }  // namespace tlsrelay::dns

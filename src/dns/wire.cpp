@@ -63,6 +63,45 @@ std::optional<asio::ip::address> decode_address(const ldns_rdf* rdf) {
     return std::nullopt;
 }
 
+// Concatenates the character-strings of a TXT record. Each one is a length
+// byte followed by that many bytes (RFC 1035 section 3.3).
+bool decode_txt(const ldns_rr* rr, ResourceRecord& record) {
+    TxtData txt;
+    for (std::size_t i = 0; i < ldns_rr_rd_count(rr); ++i) {
+        const ldns_rdf* rdf = ldns_rr_rdf(rr, i);
+        std::size_t size = ldns_rdf_size(rdf);
+        const std::uint8_t* data = ldns_rdf_data(rdf);
+        if (ldns_rdf_get_type(rdf) != LDNS_RDF_TYPE_STR || size == 0 || data[0] != size - 1) {
+            return false;
+        }
+        txt.text.append(reinterpret_cast<const char*>(data + 1), size - 1);
+    }
+    record.data = std::move(txt);
+    return true;
+}
+
+// Certificate usage, selector and matching type are one byte each, and the
+// association data is the rest of the record (RFC 6698 section 2.1).
+bool decode_tlsa(const ldns_rr* rr, ResourceRecord& record) {
+    if (ldns_rr_rd_count(rr) != 4) {
+        return false;
+    }
+    for (std::size_t i = 0; i < 3; ++i) {
+        if (ldns_rdf_size(ldns_rr_rdf(rr, i)) != 1) {
+            return false;
+        }
+    }
+    const ldns_rdf* association = ldns_rr_rdf(rr, 3);
+    const std::uint8_t* data = ldns_rdf_data(association);
+    record.data = TlsaRecord{
+        ldns_rdf2native_int8(ldns_rr_rdf(rr, 0)),
+        ldns_rdf2native_int8(ldns_rr_rdf(rr, 1)),
+        ldns_rdf2native_int8(ldns_rr_rdf(rr, 2)),
+        std::vector<unsigned char>(data, data + ldns_rdf_size(association)),
+    };
+    return true;
+}
+
 // Decodes the record data of the types the resolver queries. Returns false
 // when a record of such a type has data of the wrong shape.
 bool decode_record_data(const ldns_rr* rr, ResourceRecord& record) {
@@ -91,6 +130,15 @@ bool decode_record_data(const ldns_rr* rr, ResourceRecord& record) {
             return false;
         }
         record.data = MxRecord{ldns_rdf2native_int16(ldns_rr_rdf(rr, 0)), dname_to_string(ldns_rr_rdf(rr, 1))};
+        return true;
+    case type_txt: return decode_txt(rr, record);
+    case type_tlsa: return decode_tlsa(rr, record);
+    case type_soa:
+        // MNAME, RNAME, SERIAL, REFRESH, RETRY, EXPIRE, MINIMUM (RFC 1035 section 3.3.13).
+        if (ldns_rr_rd_count(rr) != 7 || ldns_rdf_size(ldns_rr_rdf(rr, 6)) != 4) {
+            return false;
+        }
+        record.data = SoaData{ldns_rdf2native_int32(ldns_rr_rdf(rr, 6))};
         return true;
     default:
         return true;
@@ -123,12 +171,12 @@ void decode_questions(const ldns_pkt* packet, Message& message) {
     }
 }
 
-// Returns false when a record has malformed data. Records of classes other
-// than IN are skipped, because this module queries class IN only.
-bool decode_answers(const ldns_pkt* packet, Message& message) {
-    const ldns_rr_list* answers = ldns_pkt_answer(packet);
-    for (std::size_t i = 0; i < ldns_rr_list_rr_count(answers); ++i) {
-        const ldns_rr* rr = ldns_rr_list_rr(answers, i);
+// Decodes one section into `records`. Returns false when a record has
+// malformed data. Records of classes other than IN are skipped, because this
+// module queries class IN only.
+bool decode_section(const ldns_rr_list* section, std::vector<ResourceRecord>& records) {
+    for (std::size_t i = 0; i < ldns_rr_list_rr_count(section); ++i) {
+        const ldns_rr* rr = ldns_rr_list_rr(section, i);
         if (ldns_rr_get_class(rr) != LDNS_RR_CLASS_IN) {
             continue;
         }
@@ -139,7 +187,7 @@ bool decode_answers(const ldns_pkt* packet, Message& message) {
         if (!decode_record_data(rr, record)) {
             return false;
         }
-        message.answers.push_back(std::move(record));
+        records.push_back(std::move(record));
     }
     return true;
 }
@@ -195,7 +243,7 @@ std::optional<std::string> normalize_name(std::string_view name) {
     return dname_to_string(dname.get());
 }
 
-std::optional<Bytes> encode_query(const Question& question, std::uint16_t id) {
+std::optional<Bytes> encode_query(const Question& question, std::uint16_t id, std::uint16_t udp_size) {
     RdfPtr name = parse_dname(question.name);
     if (!name) {
         return std::nullopt;
@@ -203,7 +251,7 @@ std::optional<Bytes> encode_query(const Question& question, std::uint16_t id) {
     PacketPtr packet(ldns_pkt_query_new(name.release(), static_cast<ldns_rr_type>(question.type),
                                         static_cast<ldns_rr_class>(question.rr_class), LDNS_RD));
     ldns_pkt_set_id(packet.get(), id);
-    ldns_pkt_set_edns_udp_size(packet.get(), edns_udp_size);
+    ldns_pkt_set_edns_udp_size(packet.get(), udp_size);
     ldns_pkt_set_edns_do(packet.get(), true);
     return packet_to_bytes(packet.get());
 }
@@ -241,7 +289,8 @@ std::optional<Message> decode_message(std::span<const std::uint8_t> bytes) {
     Message message;
     decode_header(packet.get(), message);
     decode_questions(packet.get(), message);
-    if (!decode_answers(packet.get(), message)) {
+    if (!decode_section(ldns_pkt_answer(packet.get()), message.answers) ||
+        !decode_section(ldns_pkt_authority(packet.get()), message.authority)) {
         return std::nullopt;
     }
     return message;

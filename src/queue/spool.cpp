@@ -67,8 +67,29 @@ std::string serialise(const Envelope& envelope) {
     text += "\nclient " + envelope.client;
     text += "\nsender " + envelope.sender;
     text += std::string("\nbody ") + (envelope.eight_bit ? "8bitmime" : "7bit");
-    for (const auto& recipient : envelope.recipients) {
-        text += "\nrecipient " + recipient;
+    if (!envelope.dsn_ret.empty()) {
+        text += "\nret " + envelope.dsn_ret;
+    }
+    if (!envelope.dsn_envid.empty()) {
+        text += "\nenvid " + envelope.dsn_envid;
+    }
+    if (envelope.smtputf8) {
+        text += "\nsmtputf8 yes";
+    }
+    if (!envelope.authenticated_user.empty()) {
+        text += "\nauth " + envelope.authenticated_user;
+    }
+    for (std::size_t i = 0; i < envelope.recipients.size(); ++i) {
+        text += "\nrecipient " + envelope.recipients[i];
+        if (i < envelope.recipient_dsn.size()) {
+            const auto& dsn = envelope.recipient_dsn[i];
+            if (!dsn.notify.empty()) {
+                text += "\nnotify " + dsn.notify;
+            }
+            if (!dsn.orcpt.empty()) {
+                text += "\norcpt " + dsn.orcpt;
+            }
+        }
     }
     text += "\ncontent\n";
     return text;
@@ -210,7 +231,17 @@ std::optional<StoredMessage> Spool::read_message(const fs::path& file) const {
         else if (key == "client") message.envelope.client = value;
         else if (key == "sender") message.envelope.sender = value;
         else if (key == "body") message.envelope.eight_bit = value == "8bitmime";
-        else if (key == "recipient") message.envelope.recipients.push_back(value);
+        else if (key == "ret") message.envelope.dsn_ret = value;
+        else if (key == "envid") message.envelope.dsn_envid = value;
+        else if (key == "smtputf8") message.envelope.smtputf8 = value == "yes";
+        else if (key == "auth") message.envelope.authenticated_user = value;
+        else if (key == "recipient") {
+            message.envelope.recipients.push_back(value);
+            message.envelope.recipient_dsn.emplace_back();
+        } else if ((key == "notify" || key == "orcpt") && !message.envelope.recipients.empty()) {
+            auto& dsn = message.envelope.recipient_dsn.back();
+            (key == "notify" ? dsn.notify : dsn.orcpt) = value;
+        }
         else return std::nullopt;
     }
     if (!content_found || message.envelope.id != file.filename().string() || message.envelope.recipients.empty()) {

@@ -112,10 +112,11 @@ bool is_esmtp_value(std::string_view text) {
 }  // namespace
 
 Command parse_command(std::string_view line) {
-    static constexpr std::array<std::pair<std::string_view, Verb>, 12> verbs{{
+    static constexpr std::array<std::pair<std::string_view, Verb>, 14> verbs{{
         {"HELO", Verb::helo}, {"EHLO", Verb::ehlo}, {"MAIL", Verb::mail}, {"RCPT", Verb::rcpt},
         {"DATA", Verb::data}, {"RSET", Verb::rset}, {"NOOP", Verb::noop}, {"QUIT", Verb::quit},
         {"STARTTLS", Verb::starttls}, {"VRFY", Verb::vrfy}, {"EXPN", Verb::expn}, {"HELP", Verb::help},
+        {"BDAT", Verb::bdat}, {"AUTH", Verb::auth},
     }};
 
     Command command;

@@ -30,22 +30,33 @@ asio::awaitable<Line> LineReader::read_line() {
             co_return piece;
         }
 
-        // Compact, then read more after the bytes already buffered.
-        if (start_ > 0) {
-            buffer_.erase(0, start_);
-            start_ = 0;
-        }
-        std::size_t used = buffer_.size();
-        buffer_.resize(used + read_chunk);
-        std::size_t received = 0;
-        try {
-            received = co_await stream_.read_some(asio::buffer(buffer_.data() + used, read_chunk));
-        } catch (...) {
-            buffer_.resize(used);
-            throw;
-        }
-        buffer_.resize(used + received);
+        co_await fill();
     }
+}
+
+asio::awaitable<void> LineReader::fill() {
+    // Compact, then read more after the bytes already buffered.
+    if (start_ > 0) {
+        buffer_.erase(0, start_);
+        start_ = 0;
+    }
+    std::size_t used = buffer_.size();
+    buffer_.resize(used + read_chunk);
+    std::size_t received = 0;
+    try {
+        received = co_await stream_.read_some(asio::buffer(buffer_.data() + used, read_chunk));
+    } catch (...) {
+        buffer_.resize(used);
+        throw;
+    }
+    buffer_.resize(used + received);
+}
+
+asio::awaitable<std::string_view> LineReader::read_bytes() {
+    if (start_ >= buffer_.size()) {
+        co_await fill();
+    }
+    co_return buffered();
 }
 
 void LineReader::discard_buffered() {

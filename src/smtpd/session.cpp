@@ -1,11 +1,15 @@
 // One inbound SMTP connection: reads command lines, lets Protocol decide,
-// and does the I/O that a decision calls for (TLS handshake, message content).
+// and does the I/O that a decision calls for (TLS handshake, message
+// content, password checks).
 #include <ctime>
 
+#include <asio/co_spawn.hpp>
 #include <asio/use_awaitable.hpp>
 
 #include "tlsrelay/queue/spool.hpp"
+#include "tlsrelay/smtp/content.hpp"
 #include "tlsrelay/smtp/line_reader.hpp"
+#include "tlsrelay/smtpd/proxy.hpp"
 #include "tlsrelay/smtpd/server.hpp"
 #include "tlsrelay/tls/stream.hpp"
 #include "tlsrelay/util/deadline.hpp"
@@ -14,13 +18,15 @@
 namespace tlsrelay::smtpd {
 namespace {
 
-// RFC 5321 section 4.5.3.1.4 allows 512 octets per command; ESMTP parameters
-// add to that, so longer lines are tolerated up to this bound.
-constexpr std::size_t max_command_piece = 4096;
-// A command without a line end after this many bytes ends the session.
+// RFC 5321 section 4.5.3.1.4 allows 512 octets per command line; SMTP
+// extensions (RFC 1869 section 4.1.2) add up to 500 more for parameters.
+constexpr std::size_t max_command_line = 512 + 500;
+// A command that keeps coming without a line end is cut off at this bound.
 constexpr std::size_t max_command_bytes = 64 * 1024;
 // Content lines longer than this are read in pieces, keeping memory fixed.
 constexpr std::size_t max_content_piece = 8192;
+// Decoded content is written to the spool in blocks of about this size.
+constexpr std::size_t spool_block = 64 * 1024;
 constexpr auto last_reply_timeout = std::chrono::seconds(10);
 
 std::string rfc5322_date(std::time_t when) {
@@ -31,14 +37,49 @@ std::string rfc5322_date(std::time_t when) {
     return text;
 }
 
+// A message being received, from the queue file's creation to its commit.
+struct Incoming {
+    queue::Envelope envelope;
+    std::optional<queue::MessageWriter> writer;
+    smtp::HopCounter hops;
+    std::uint64_t size = 0;
+    bool too_big = false;
+    bool bare_newline = false;
+    std::string write_error;
+    std::string pending;  // decoded bytes not yet written
+
+    void add(std::string_view bytes, std::size_t limit) {
+        size += bytes.size();
+        if (size > limit) {
+            too_big = true;
+        }
+        hops.feed(bytes);
+        if (!too_big && write_error.empty()) {
+            pending.append(bytes);
+            if (pending.size() >= spool_block) {
+                flush();
+            }
+        }
+    }
+
+    void flush() {
+        try {
+            writer->append(pending);
+        } catch (const queue::SpoolError& error) {
+            write_error = error.what();
+        }
+        pending.clear();
+    }
+};
+
 class Session {
 public:
     Session(asio::ip::tcp::socket socket, std::shared_ptr<const ServerSettings> settings)
         : settings_(std::move(settings)),
           stream_(std::move(socket)),
-          reader_(stream_, max_command_piece),
+          reader_(stream_, max_command_line),
           client_address_(remote_address()),
-          protocol_(settings_->protocol, client_address_),
+          protocol_(std::make_unique<Protocol>(settings_->protocol, client_address_)),
           deadline_(std::make_shared<Deadline>(stream_.socket())) {
         peer_ = "unknown[" + client_address_.to_string() + "]";
     }
@@ -74,7 +115,13 @@ private:
     }
 
     asio::awaitable<void> converse() {
-        co_await send(protocol_.greeting().reply);
+        if (settings_->proxy_protocol && !co_await read_proxy_header()) {
+            co_return;
+        }
+        if (settings_->implicit_tls) {
+            co_await start_tls();
+        }
+        co_await send(protocol_->greeting().reply);
 
         for (;;) {
             deadline_->arm(settings_->timeout);
@@ -93,6 +140,7 @@ private:
                 }
                 continue;
             }
+            // A bare LF never ends a command: the line is refused whole.
             if (line.end == smtp::LineEnd::bare_lf) {
                 if (co_await reject(smtp::make_reply(500, "5.5.2", "Error: bare <LF> received, lines must end with <CR><LF>"))) {
                     co_return;
@@ -100,32 +148,49 @@ private:
                 continue;
             }
 
-            auto response = protocol_.handle(line.text);
-            if (response.reply.code >= 500) {
-                if (co_await reject(response.reply)) {
-                    co_return;
-                }
-                continue;
-            }
-            if (response.action == Action::read_data) {
-                co_await receive_message(response.reply);
-                continue;
-            }
-            co_await send(response.reply);
-            if (response.action == Action::close) {
+            auto response = protocol_->handle(line.text);
+            if (!co_await perform(response)) {
                 co_return;
             }
-            if (response.action == Action::start_tls) {
-                co_await start_tls();
-            }
         }
+    }
+
+    // Carries out one response; returns false when the session ends.
+    asio::awaitable<bool> perform(Response& response) {
+        switch (response.action) {
+        case Action::read_data:
+            co_await receive_data(response.reply);
+            co_return true;
+        case Action::read_chunk:
+            co_await receive_chunk(response);
+            co_return true;
+        case Action::verify_auth: {
+            auto result = protocol_->auth_result(co_await check_password());
+            co_return co_await perform(result);
+        }
+        default:
+            break;
+        }
+
+        if (response.reply.code >= 500) {
+            bool closed = co_await reject(response.reply);
+            co_return !closed && response.action != Action::close;
+        }
+        co_await send(response.reply);
+        if (response.action == Action::close) {
+            co_return false;
+        }
+        if (response.action == Action::start_tls) {
+            co_await start_tls();
+        }
+        co_return true;
     }
 
     // Sends an error reply; returns true when the error limit closed the session.
     asio::awaitable<bool> reject(const smtp::Reply& reply) {
         ++errors_;
         co_await send(reply);
-        if (!protocol_.count_error()) {
+        if (!protocol_->count_error()) {
             co_return false;
         }
         log::warning("too many errors from " + peer_ + ", closing connection");
@@ -135,7 +200,7 @@ private:
 
     // Reads the rest of an over-long line; false when it exceeds the hard bound.
     asio::awaitable<bool> skip_long_line() {
-        std::size_t total = max_command_piece;
+        std::size_t total = max_command_line;
         for (;;) {
             deadline_->arm(settings_->timeout);
             auto piece = co_await reader_.read_line();
@@ -146,6 +211,37 @@ private:
             if (total > max_command_bytes) {
                 co_return false;
             }
+        }
+    }
+
+    asio::awaitable<bool> read_proxy_header() {
+        for (;;) {
+            deadline_->arm(settings_->timeout);
+            auto bytes = co_await reader_.read_bytes();
+            ProxyHeader header;
+            std::size_t consumed = 0;
+            std::string error;
+            auto result = parse_proxy_header(bytes, header, consumed, error);
+            if (result == ProxyParse::invalid) {
+                log::warning("PROXY protocol error from " + peer_ + ": " + error);
+                co_return false;
+            }
+            if (result == ProxyParse::ok) {
+                reader_.consume(consumed);
+                if (header.source) {
+                    log::info("PROXY protocol: " + peer_ + " speaks for [" + header.source->to_string() + "]:" +
+                              std::to_string(header.source_port));
+                    client_address_ = *header.source;
+                    peer_ = "unknown[" + client_address_.to_string() + "]";
+                    protocol_ = std::make_unique<Protocol>(settings_->protocol, client_address_);
+                }
+                co_return true;
+            }
+            if (bytes.size() >= max_proxy_header) {
+                log::warning("PROXY protocol error from " + peer_ + ": header too long");
+                co_return false;
+            }
+            co_await reader_.fill();
         }
     }
 
@@ -161,18 +257,47 @@ private:
         co_await stream_.handshake_server(*settings_->tls);
         const auto& session = stream_.session();
         log::info("Anonymous TLS connection established from " + peer_ + ": " + session.protocol + " with cipher " +
-                  session.cipher);
-        protocol_.tls_started(session.protocol + " with cipher " + session.cipher);
+                  session.cipher + (session.server_name.empty() ? "" : " (SNI " + session.server_name + ")"));
+        protocol_->tls_started(session.protocol + " with cipher " + session.cipher);
+    }
+
+    // Checks AUTH credentials on the hashing executor, off the event loop.
+    asio::awaitable<bool> check_password() {
+        const auto& credentials = protocol_->pending_credentials();
+        auto users = settings_->users;
+        if (!users) {
+            co_return false;
+        }
+        std::string user = credentials.user;
+        std::string password = credentials.password;
+        bool valid = co_await asio::co_spawn(
+            settings_->auth_executor,
+            [users, user, password]() -> asio::awaitable<bool> { co_return users->verify(user, password); },
+            asio::use_awaitable);
+        // The user name is logged, the password never.
+        if (valid) {
+            log::info(peer_ + ": sasl_method=" + std::string("PLAIN/LOGIN") + ", sasl_username=" + user);
+        } else {
+            log::warning(peer_ + ": SASL authentication failed for user " + user);
+        }
+        co_return valid;
     }
 
     std::string received_header(const queue::Envelope& envelope) const {
-        std::string protocol = protocol_.esmtp() ? "ESMTP" : "SMTP";
-        if (protocol_.tls_active()) {
+        // RFC 3848 protocol names: ESMTP, plus S for TLS and A for AUTH.
+        std::string protocol = protocol_->esmtp() ? "ESMTP" : "SMTP";
+        if (protocol_->tls_active()) {
             protocol += "S";
         }
-        std::string header = "Received: from " + protocol_.helo_name() + " (" + peer_ + ")\r\n";
-        if (protocol_.tls_active()) {
-            header += "\t(using " + protocol_.tls_description() + ")\r\n";
+        if (!protocol_->authenticated_user().empty()) {
+            protocol += "A";
+        }
+        if (envelope.smtputf8) {
+            protocol = "UTF8" + protocol;
+        }
+        std::string header = "Received: from " + protocol_->helo_name() + " (" + peer_ + ")\r\n";
+        if (protocol_->tls_active()) {
+            header += "\t(using " + protocol_->tls_description() + ")\r\n";
         }
         header += "\tby " + settings_->protocol.myhostname + " (tlsrelay) with " + protocol + " id " + envelope.id + "\r\n";
         if (envelope.recipients.size() == 1) {
@@ -182,114 +307,151 @@ private:
         return header;
     }
 
-    asio::awaitable<void> receive_message(const smtp::Reply& go_ahead) {
-        const auto& transaction = protocol_.transaction();
-        queue::Envelope envelope;
+    // Creates the queue file for the current transaction; false on error.
+    bool open_message() {
+        const auto& transaction = protocol_->transaction();
+        incoming_ = std::make_unique<Incoming>();
+        auto& envelope = incoming_->envelope;
         envelope.id = queue::make_queue_id();
         envelope.sender = transaction.sender;
         envelope.recipients = transaction.recipients;
+        envelope.recipient_dsn = transaction.recipient_dsn;
+        envelope.dsn_ret = transaction.dsn_ret;
+        envelope.dsn_envid = transaction.dsn_envid;
+        envelope.smtputf8 = transaction.smtputf8;
+        envelope.authenticated_user = protocol_->authenticated_user();
         envelope.arrival_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                                        std::chrono::system_clock::now().time_since_epoch())
                                        .count();
         envelope.client = peer_;
         envelope.eight_bit = transaction.eight_bit;
-
-        std::optional<queue::MessageWriter> writer;
         try {
-            writer.emplace(settings_->spool->create(envelope));
-            writer->append(received_header(envelope));
+            incoming_->writer.emplace(settings_->spool->create(envelope));
+            incoming_->writer->append(received_header(envelope));
+            return true;
         } catch (const queue::SpoolError& error) {
             log::error(envelope.id + ": cannot create queue file: " + error.what());
-            writer.reset();
+            incoming_.reset();
+            return false;
         }
-        if (!writer) {
-            protocol_.end_transaction();
+    }
+
+    // Judges and commits a fully received message; returns the final reply.
+    smtp::Reply finish_message() {
+        auto incoming = std::move(incoming_);
+        protocol_->end_transaction();
+        const auto& id = incoming->envelope.id;
+        const auto limit = settings_->protocol.message_size_limit;
+
+        if (incoming->too_big) {
+            log::info(id + ": reject: message size exceeds limit of " + std::to_string(limit) + " bytes from " + peer_);
+            return smtp::make_reply(552, "5.3.4", "Error: message size exceeds fixed limit");
+        }
+        if (incoming->bare_newline && settings_->bare_newline == smtp::BareNewline::reject) {
+            log::info(id + ": reject: bare <CR> or <LF> in message content from " + peer_);
+            return smtp::make_reply(554, "5.5.2", "Error: bare <CR> or <LF> received, lines must end with <CR><LF>");
+        }
+        if (incoming->hops.hops() > settings_->hopcount_limit) {
+            log::info(id + ": reject: too many Received: headers (" + std::to_string(incoming->hops.hops()) +
+                      "), mail loop, from " + peer_);
+            return smtp::make_reply(554, "5.4.6", "Error: too many hops");
+        }
+        incoming->flush();
+        if (!incoming->write_error.empty()) {
+            log::error(id + ": queue file write error: " + incoming->write_error);
+            return smtp::make_reply(451, "4.3.0", "Error: queue file write error");
+        }
+        try {
+            incoming->writer->commit();
+        } catch (const queue::SpoolError& error) {
+            log::error(id + ": cannot commit queue file: " + error.what());
+            return smtp::make_reply(451, "4.3.0", "Error: queue file write error");
+        }
+
+        const auto& envelope = incoming->envelope;
+        log::info(id + ": client=" + peer_ + ", from=<" + envelope.sender + ">, size=" +
+                  std::to_string(incoming->writer->content_size()) + ", nrcpt=" +
+                  std::to_string(envelope.recipients.size()) +
+                  (envelope.authenticated_user.empty() ? "" : ", sasl_username=" + envelope.authenticated_user) +
+                  " (queue active)");
+        if (settings_->on_queued) {
+            settings_->on_queued(envelope);
+        }
+        return smtp::make_reply(250, "2.0.0", "Ok: queued as " + id);
+    }
+
+    asio::awaitable<void> receive_data(const smtp::Reply& go_ahead) {
+        if (!open_message()) {
+            protocol_->end_transaction();
             co_await send(smtp::make_reply(451, "4.3.0", "Error: queue file write error"));
             co_return;
         }
         co_await send(go_ahead);
 
-        auto result = co_await read_content(*writer);
-        protocol_.end_transaction();
-        if (result.too_big) {
-            log::info(envelope.id + ": reject: message size exceeds limit of " +
-                      std::to_string(settings_->protocol.message_size_limit) + " bytes from " + peer_);
-            co_await send(smtp::make_reply(552, "5.3.4", "Error: message size exceeds fixed limit"));
-            co_return;
-        }
-        if (!result.write_error.empty()) {
-            log::error(envelope.id + ": queue file write error: " + result.write_error);
-            co_await send(smtp::make_reply(451, "4.3.0", "Error: queue file write error"));
-            co_return;
-        }
-
-        bool committed = false;
-        try {
-            writer->commit();
-            committed = true;
-        } catch (const queue::SpoolError& error) {
-            log::error(envelope.id + ": cannot commit queue file: " + error.what());
-        }
-        if (!committed) {
-            co_await send(smtp::make_reply(451, "4.3.0", "Error: queue file write error"));
-            co_return;
-        }
-        log::info(envelope.id + ": client=" + peer_ + ", from=<" + envelope.sender + ">, size=" +
-                  std::to_string(writer->content_size()) + ", nrcpt=" + std::to_string(envelope.recipients.size()) +
-                  " (queue active)");
-        if (settings_->on_queued) {
-            settings_->on_queued(envelope);
-        }
-        co_await send(smtp::make_reply(250, "2.0.0", "Ok: queued as " + envelope.id));
-    }
-
-    struct ContentResult {
-        bool too_big = false;
-        std::string write_error;
-    };
-
-    // Reads content up to CRLF.CRLF. Only a "." line that follows a CRLF and
-    // ends in CRLF ends the data: bare LF and bare CR never do, so a second
-    // transaction smuggled inside the content stays content. Bare LF line
-    // ends are stored as CRLF.
-    asio::awaitable<ContentResult> read_content(queue::MessageWriter& writer) {
-        ContentResult result;
+        smtp::DataDecoder decoder(settings_->bare_newline);
+        std::string decoded;
         reader_.set_max_piece(max_content_piece);
-        bool at_line_start = true;
-        bool after_crlf = true;
-
         for (;;) {
             deadline_->arm(settings_->timeout);
             auto line = co_await reader_.read_line();
-            if (at_line_start && after_crlf && line.end == smtp::LineEnd::crlf && line.text == ".") {
+            decoded.clear();
+            if (decoder.feed(line, decoded)) {
                 break;
             }
+            incoming_->add(decoded, settings_->protocol.message_size_limit);
+        }
+        reader_.set_max_piece(max_command_line);
+        incoming_->bare_newline = decoder.bare_newline_seen();
+        co_await send(finish_message());
+    }
 
-            std::string_view text = line.text;
-            // RFC 5321 section 4.5.2: remove one leading dot of a content line.
-            if (at_line_start && text.size() > 1 && text.front() == '.') {
-                text.remove_prefix(1);
+    asio::awaitable<void> receive_chunk(const Response& response) {
+        // A refused chunk, or any chunk after a size or write problem, is
+        // still read in full so the next command starts at the right byte.
+        bool keep = !response.discard_chunk;
+        if (keep && !incoming_) {
+            if (!open_message()) {
+                keep = false;
+            } else {
+                protocol_->start_chunking();
+                chunk_decoder_.emplace(settings_->bare_newline);
             }
-            std::size_t added = text.size() + (line.end == smtp::LineEnd::none ? 0 : 2);
-            if (writer.content_size() + added > settings_->protocol.message_size_limit) {
-                result.too_big = true;
-            }
-            if (!result.too_big && result.write_error.empty()) {
-                try {
-                    writer.append(text);
-                    if (line.end != smtp::LineEnd::none) {
-                        writer.append("\r\n");
-                    }
-                } catch (const queue::SpoolError& error) {
-                    result.write_error = error.what();
-                }
-            }
-            at_line_start = line.end != smtp::LineEnd::none;
-            after_crlf = line.end == smtp::LineEnd::crlf;
         }
 
-        reader_.set_max_piece(max_command_piece);
-        co_return result;
+        std::string decoded;
+        std::size_t remaining = response.chunk_size;
+        while (remaining > 0) {
+            deadline_->arm(settings_->timeout);
+            auto bytes = co_await reader_.read_bytes();
+            auto take = std::min(remaining, bytes.size());
+            if (keep) {
+                decoded.clear();
+                chunk_decoder_->feed(bytes.substr(0, take), decoded);
+                incoming_->add(decoded, settings_->protocol.message_size_limit);
+            }
+            reader_.consume(take);
+            remaining -= take;
+        }
+
+        if (response.discard_chunk) {
+            co_await reject(response.reply);
+            co_return;
+        }
+        if (!keep) {
+            protocol_->end_transaction();
+            co_await send(smtp::make_reply(451, "4.3.0", "Error: queue file write error"));
+            co_return;
+        }
+        if (!response.last_chunk) {
+            co_await send(smtp::make_reply(250, "2.0.0", "Ok: " + std::to_string(response.chunk_size) + " bytes"));
+            co_return;
+        }
+        decoded.clear();
+        chunk_decoder_->finish(decoded);
+        incoming_->add(decoded, settings_->protocol.message_size_limit);
+        incoming_->bare_newline = chunk_decoder_->bare_newline_seen();
+        chunk_decoder_.reset();
+        co_await send(finish_message());
     }
 
     asio::awaitable<void> report_failure(std::exception_ptr failure) {
@@ -330,8 +492,10 @@ private:
     tls::Stream stream_;
     smtp::LineReader reader_;
     asio::ip::address client_address_;
-    Protocol protocol_;
+    std::unique_ptr<Protocol> protocol_;
     std::shared_ptr<Deadline> deadline_;
+    std::unique_ptr<Incoming> incoming_;
+    std::optional<smtp::ChunkDecoder> chunk_decoder_;
     std::string peer_;
     int commands_ = 0;
     int errors_ = 0;
@@ -340,8 +504,21 @@ private:
 }  // namespace
 
 asio::awaitable<void> run_session(asio::ip::tcp::socket socket, std::shared_ptr<const ServerSettings> settings) {
+    // Count the connection by its socket address (the proxy's, behind a
+    // PROXY protocol listener) for as long as the session runs.
+    std::error_code error;
+    auto address = socket.remote_endpoint(error).address();
+    auto counter = settings->connections;
+    ++counter->total;
+    ++counter->per_client[address];
+
     Session session(std::move(socket), std::move(settings));
     co_await session.run();
+
+    --counter->total;
+    if (--counter->per_client[address] == 0) {
+        counter->per_client.erase(address);
+    }
 }
 
 }  // namespace tlsrelay::smtpd

@@ -1,6 +1,7 @@
 // Server and client TLS contexts on wolfSSL.
 #include "tlsrelay/tls/context.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -121,6 +122,65 @@ std::shared_ptr<ServerContext> make_server_context(const std::string& cert_file,
 
     // The relay does not ask SMTP clients for certificates.
     wolfSSL_CTX_set_verify(context->get(), WOLFSSL_VERIFY_NONE, nullptr);
+    return context;
+}
+
+namespace {
+
+bool sni_matches(const std::string& pattern, std::string_view name) {
+    if (pattern.starts_with("*.")) {
+        auto dot = name.find('.');
+        return dot != std::string_view::npos && dot > 0 && name.substr(dot) == std::string_view(pattern).substr(1);
+    }
+    return name == pattern;
+}
+
+// Switches the session to the certificate configured for the client's SNI
+// name; without a match the default certificate stays.
+int select_sni_certificate(WOLFSSL* ssl, int* /*alert*/, void* argument) {
+    auto* context = static_cast<ServerContext*>(argument);
+    const char* requested = wolfSSL_get_servername(ssl, WOLFSSL_SNI_HOST_NAME);
+    if (requested == nullptr) {
+        return 0;
+    }
+    std::string name(requested);
+    std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (!name.empty() && name.back() == '.') {
+        name.pop_back();
+    }
+    for (const auto& [pattern, sni_context] : context->sni_contexts) {
+        if (sni_matches(pattern, name)) {
+            wolfSSL_set_SSL_CTX(ssl, sni_context->get());
+            break;
+        }
+    }
+    return 0;
+}
+
+}  // namespace
+
+std::shared_ptr<ServerContext> make_server_context(const ServerContextOptions& options) {
+    auto context = make_server_context(options.cert_file, options.key_file);
+    auto restrict_to_tls13 = [](ServerContext& target) {
+        int ret = wolfSSL_CTX_SetMinVersion(target.get(), WOLFSSL_TLSV1_3);
+        if (ret != WOLFSSL_SUCCESS) {
+            throw TlsSetupError("cannot set the minimum TLS version to 1.3: " + wolfssl_error_text(ret));
+        }
+    };
+    if (options.require_tls13) {
+        restrict_to_tls13(*context);
+    }
+    for (const auto& entry : options.sni) {
+        auto sni_context = make_server_context(entry.cert_file, entry.key_file);
+        if (options.require_tls13) {
+            restrict_to_tls13(*sni_context);
+        }
+        context->sni_contexts.emplace_back(entry.name, sni_context);
+    }
+    if (!context->sni_contexts.empty()) {
+        wolfSSL_CTX_set_servername_callback(context->get(), &select_sni_certificate);
+        wolfSSL_CTX_set_servername_arg(context->get(), context.get());
+    }
     return context;
 }
 

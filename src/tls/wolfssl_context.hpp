@@ -2,7 +2,10 @@
 // which must stay free of wolfSSL types.
 #pragma once
 
+#include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
@@ -29,6 +32,10 @@ private:
 class ServerContext : public WolfContext {
 public:
     using WolfContext::WolfContext;
+
+    // Contexts for SNI names; the handshake switches to one when the
+    // client's server name matches.
+    std::vector<std::pair<std::string, std::shared_ptr<ServerContext>>> sni_contexts;
 };
 
 class ClientContext : public WolfContext {

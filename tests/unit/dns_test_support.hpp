@@ -194,16 +194,18 @@ public:
         return servers_.back();
     }
 
-    // Creates a resolver for the given servers, in the order given.
+    // Creates a resolver for the given servers, in the order given. Tests
+    // that count the queries a server receives pass cache_size 0.
     tlsrelay::dns::Resolver resolver(std::vector<std::shared_ptr<FakeServer>> servers,
                                      std::chrono::milliseconds timeout = std::chrono::milliseconds(1000),
-                                     int attempts = 2) {
+                                     int attempts = 2, std::size_t cache_size = 10000) {
         tlsrelay::dns::ResolverOptions options;
         for (const auto& server : servers) {
             options.nameservers.push_back(server->nameserver());
         }
         options.timeout = timeout;
         options.attempts = attempts;
+        options.cache_size = cache_size;
         return tlsrelay::dns::Resolver(io.get_executor(), std::move(options));
     }
 

@@ -103,10 +103,13 @@ TEST_CASE("config shipped default file loads") {
 TEST_CASE("config errors name file key value and what is accepted") {
     CHECK(error_of("myhostnme = \"relay\"\n") ==
           "/etc/tlsrelay/test.toml:1: unknown key myhostnme = \"relay\": accepted top-level keys are dns, "
-          "message_size_limit, myhostname, queue, queue_directory, smtp, smtpd");
+          "hopcount_limit, message_size_limit, myhostname, queue, queue_directory, relay_domains, smtp, smtpd, "
+          "transport");
     CHECK(error_of("[smtpd]\nlisen = [\"127.0.0.1:25\"]\n") ==
           "/etc/tlsrelay/test.toml:2: unknown key smtpd.lisen = [ \"127.0.0.1:25\" ]: accepted keys in [smtpd] are "
-          "listen, mynetworks, timeout, tls_cert_file, tls_key_file, tls_security_level");
+          "auth_users_file, client_connection_count_limit, connection_limit, forbid_bare_newline, hard_error_limit, "
+          "listen, listener, mynetworks, recipient_limit, timeout, tls_cert_file, tls_key_file, tls_protocols, "
+          "tls_security_level, tls_sni");
     CHECK(error_of("[smtp]\ntls_security_level = \"sometimes\"\n") ==
           "/etc/tlsrelay/test.toml:2: invalid smtp.tls_security_level \"sometimes\": expected one of none, may, "
           "encrypt, verify");
@@ -149,4 +152,78 @@ TEST_CASE("config missing file is reported") {
     } catch (const ConfigError& error) {
         CHECK(std::string(error.what()) == "/nonexistent/tlsrelay.toml: cannot read configuration file: No such file or directory");
     }
+}
+
+TEST_CASE("config inbound listener and SNI tables", "[config]") {
+    auto config = parse(R"(
+relay_domains = ["Example.com", ".example.net"]
+hopcount_limit = 30
+[smtpd]
+listen = []
+auth_users_file = "users"
+forbid_bare_newline = "reject"
+tls_protocols = ">=TLSv1.3"
+client_connection_count_limit = 5
+[[smtpd.listener]]
+address = "127.0.0.1:587"
+auth_required = true
+[[smtpd.listener]]
+address = "[::1]:465"
+tls = "implicit"
+proxy_protocol = true
+tls_security_level = "encrypt"
+[[smtpd.tls_sni]]
+name = "Mail.Customer.example"
+cert_file = "customer.pem"
+key_file = "customer.key"
+[[transport]]
+domain = "example.com"
+nexthop = "[10.1.2.3]:2525"
+)", file);
+    CHECK(config.relay_domains == std::vector<std::string>{"example.com", ".example.net"});
+    CHECK(config.hopcount_limit == 30);
+    CHECK(config.smtpd.listen.empty());
+    REQUIRE(config.smtpd.listeners.size() == 2);
+    CHECK(config.smtpd.listeners[0].address.port() == 587);
+    CHECK(config.smtpd.listeners[0].auth_required);
+    CHECK_FALSE(config.smtpd.listeners[0].implicit_tls);
+    CHECK(config.smtpd.listeners[1].implicit_tls);
+    CHECK(config.smtpd.listeners[1].proxy_protocol);
+    CHECK(config.smtpd.listeners[1].tls_security_level == tlsrelay::config::InboundTlsLevel::encrypt);
+    CHECK(config.smtpd.auth_users_file == "/etc/tlsrelay/users");
+    CHECK(config.smtpd.forbid_bare_newline == tlsrelay::config::BareNewlinePolicy::reject);
+    CHECK(config.smtpd.tls_require_tls13);
+    CHECK(config.smtpd.client_connection_count_limit == 5);
+    REQUIRE(config.smtpd.tls_sni.size() == 1);
+    CHECK(config.smtpd.tls_sni[0].name == "mail.customer.example");
+    CHECK(config.smtpd.tls_sni[0].cert_file == "/etc/tlsrelay/customer.pem");
+    REQUIRE(config.transports.size() == 1);
+    CHECK(config.transports[0].nexthop.host == "10.1.2.3");
+    CHECK(config.transports[0].nexthop.port == 2525);
+}
+
+TEST_CASE("config inbound errors", "[config]") {
+    CHECK(error_of("[smtpd]\nlisten = []\n") ==
+          "/etc/tlsrelay/test.toml: no listening address: set smtpd.listen or add an [[smtpd.listener]] table");
+    CHECK(error_of("[[smtpd.listener]]\ntls = \"implicit\"\n") ==
+          "/etc/tlsrelay/test.toml:1: smtpd.listener entry has no address: add address = \"addr:port\"");
+    CHECK(error_of("[[smtpd.listener]]\naddress = \"127.0.0.1:465\"\ntls = \"ssl\"\n") ==
+          "/etc/tlsrelay/test.toml:3: invalid smtpd.listener.tls \"ssl\": expected starttls or implicit");
+    CHECK(error_of("[[smtpd.listener]]\naddress = \"127.0.0.1:587\"\nauth_required = \"yes\"\n") ==
+          "/etc/tlsrelay/test.toml:3: invalid smtpd.listener.auth_required \"yes\": expected true or false");
+    CHECK(error_of("[smtpd]\nlistener = 5\n") ==
+          "/etc/tlsrelay/test.toml:2: invalid smtpd.listener 5: expected a list of tables written as [[smtpd.listener]]");
+    CHECK(error_of("[[smtpd.tls_sni]]\nname = \"a.example\"\n") ==
+          "/etc/tlsrelay/test.toml:1: smtpd.tls_sni entry needs name, cert_file and key_file");
+    CHECK(error_of("[smtpd]\nforbid_bare_newline = \"yes\"\n") ==
+          "/etc/tlsrelay/test.toml:2: invalid smtpd.forbid_bare_newline \"yes\": expected normalize or reject");
+    CHECK(error_of("[smtpd]\ntls_protocols = \"TLSv1.1\"\n") ==
+          "/etc/tlsrelay/test.toml:2: invalid smtpd.tls_protocols \"TLSv1.1\": expected \">=TLSv1.2\" or \">=TLSv1.3\"");
+    CHECK(error_of("relay_domains = [\"bad domain\"]\n") ==
+          "/etc/tlsrelay/test.toml:1: invalid relay_domains entry \"bad domain\": expected a list of domains such as "
+          "\"example.com\" or \".example.com\"");
+    CHECK(error_of("[[transport]]\ndomain = \"example.com\"\n") ==
+          "/etc/tlsrelay/test.toml:1: transport entry needs domain and nexthop");
+    CHECK(error_of("[smtpd]\nrecipient_limit = 0\n") ==
+          "/etc/tlsrelay/test.toml:2: invalid smtpd.recipient_limit 0: expected an integer from 1 to 100000");
 }

@@ -119,7 +119,7 @@ TEST_CASE("query sets RD, EDNS0 size and DO", "[dns][resolver]") {
 TEST_CASE("query ids and source ports vary", "[dns][resolver]") {
     Lab lab;
     auto server = lab.add_server(answer_with({"example.test. 300 IN A 192.0.2.1"}));
-    auto resolver = lab.resolver({server});
+    auto resolver = lab.resolver({server}, 1000ms, 2, 0);
 
     for (int i = 0; i < 4; ++i) {
         lab.run(resolver.query_a("example.test"));
@@ -450,7 +450,7 @@ TEST_CASE("CNAME loop is bounded", "[dns][resolver]") {
         reply.answers = {name + ". 300 IN CNAME " + next};
         return std::vector<wire::Bytes>{wire::encode_message(reply)};
     });
-    auto resolver = lab.resolver({server});
+    auto resolver = lab.resolver({server}, 1000ms, 2, 0);
 
     auto answer = lab.run(resolver.query_a("a.example.test"));
 
@@ -493,7 +493,11 @@ TEST_CASE("closed port reported as refused", "[dns][resolver]") {
         asio::ip::udp::socket socket(lab.io, {asio::ip::make_address("127.0.0.1"), 0});
         closed = {socket.local_endpoint().address(), socket.local_endpoint().port()};
     }
-    tlsrelay::dns::Resolver resolver(lab.io.get_executor(), {{closed}, 1000ms, 1});
+    tlsrelay::dns::ResolverOptions options;
+    options.nameservers = {closed};
+    options.timeout = 1000ms;
+    options.attempts = 1;
+    tlsrelay::dns::Resolver resolver(lab.io.get_executor(), options);
 
     auto answer = lab.run(resolver.query_a("example.test"));
 

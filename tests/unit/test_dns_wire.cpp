@@ -5,7 +5,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "../../src/dns/trusted_networks.hpp"
+#include "tlsrelay/dns/trusted_networks.hpp"
 #include "../../src/dns/wire.hpp"
 
 namespace wire = tlsrelay::dns::wire;
@@ -76,8 +76,8 @@ TEST_CASE("encode_message and decode_message round trip", "[dns][wire]") {
     CHECK(std::get<asio::ip::address>(message->answers[2].data).to_string() == "2001:db8::1");
     CHECK(message->answers[3].owner == "alias.example.test");
     CHECK(std::get<wire::CnameData>(message->answers[3].data).target == "example.test");
-    CHECK(message->answers[4].type == 16);
-    CHECK(std::holds_alternative<std::monostate>(message->answers[4].data));
+    CHECK(message->answers[4].type == wire::type_txt);
+    CHECK(std::get<wire::TxtData>(message->answers[4].data).text == "v=spf1 -all");
 }
 
 TEST_CASE("encode_message rejects invalid record text", "[dns][wire]") {

@@ -113,7 +113,8 @@ TEST_CASE("protocol checks MAIL parameters") {
     CHECK(code_of(protocol, "MAIL FROM:<a@example.com> BODY=BINARYMIME") == "501 5.5.4");
     CHECK(code_of(protocol, "MAIL FROM:<a@example.com> XFOO=1") == "555 5.5.4");
     CHECK(code_of(protocol, "MAIL FROM:<a@example.com> SIZE=9000") == "250 2.1.0");
-    CHECK(code_of(protocol, "RCPT TO:<b@example.org> NOTIFY=NEVER") == "555 5.5.4");
+    CHECK(code_of(protocol, "RCPT TO:<b@example.org> XFOO=1") == "555 5.5.4");
+    CHECK(code_of(protocol, "RCPT TO:<b@example.org> NOTIFY=SOMETIMES") == "501 5.5.4");
 }
 
 TEST_CASE("protocol requires STARTTLS at level encrypt") {
@@ -149,4 +150,95 @@ TEST_CASE("protocol error limit closes the session") {
     CHECK_FALSE(protocol.count_error());
     CHECK_FALSE(protocol.count_error());
     CHECK(protocol.count_error());
+}
+
+TEST_CASE("protocol AUTH only after TLS", "[smtpd]") {
+    auto s = settings();
+    s.auth_available = true;
+    Protocol protocol(s, remote_client);
+    auto ehlo = protocol.handle("EHLO client.example");
+    CHECK(std::find(ehlo.reply.lines.begin(), ehlo.reply.lines.end(), "AUTH PLAIN LOGIN") == ehlo.reply.lines.end());
+    CHECK(code_of(protocol, "AUTH PLAIN AGJvYgBzZWNyZXQ=") == "538 5.7.11");
+
+    protocol.tls_started("TLSv1.3");
+    ehlo = protocol.handle("EHLO client.example");
+    CHECK(std::find(ehlo.reply.lines.begin(), ehlo.reply.lines.end(), "AUTH PLAIN LOGIN") != ehlo.reply.lines.end());
+}
+
+TEST_CASE("protocol AUTH PLAIN with initial response", "[smtpd]") {
+    auto s = settings();
+    s.auth_available = true;
+    Protocol protocol(s, remote_client);
+    protocol.tls_started("TLSv1.3");
+    protocol.handle("EHLO client.example");
+
+    // base64("\0bob\0secret")
+    auto response = protocol.handle("AUTH PLAIN AGJvYgBzZWNyZXQ=");
+    REQUIRE(response.action == Action::verify_auth);
+    CHECK(protocol.pending_credentials().user == "bob");
+    CHECK(protocol.pending_credentials().password == "secret");
+    CHECK(protocol.auth_result(true).reply.wire() == "235 2.7.0 Authentication successful\r\n");
+    CHECK(protocol.authenticated_user() == "bob");
+    CHECK(protocol.pending_credentials().password.empty());
+
+    // Authenticated clients may relay from anywhere.
+    CHECK(code_of(protocol, "MAIL FROM:<bob@example.com>") == "250 2.1.0");
+    CHECK(code_of(protocol, "RCPT TO:<carol@example.org>") == "250 2.1.5");
+    CHECK(code_of(protocol, "AUTH PLAIN AGJvYgBzZWNyZXQ=") == "503 5.5.1");
+}
+
+TEST_CASE("protocol AUTH LOGIN exchange", "[smtpd]") {
+    auto s = settings();
+    s.auth_available = true;
+    Protocol protocol(s, remote_client);
+    protocol.tls_started("TLSv1.3");
+    protocol.handle("EHLO client.example");
+
+    CHECK(protocol.handle("AUTH LOGIN").reply.wire() == "334 VXNlcm5hbWU6\r\n");
+    CHECK(protocol.handle("Ym9i").reply.wire() == "334 UGFzc3dvcmQ6\r\n");
+    auto response = protocol.handle("d3Jvbmc=");
+    REQUIRE(response.action == Action::verify_auth);
+    CHECK(protocol.pending_credentials().user == "bob");
+    CHECK(protocol.auth_result(false).reply.wire() == "535 5.7.8 Authentication credentials invalid\r\n");
+    CHECK(protocol.authenticated_user().empty());
+    CHECK(code_of(protocol, "MAIL FROM:<bob@example.com>") == "250 2.1.0");
+    CHECK(code_of(protocol, "RCPT TO:<carol@example.org>") == "554 5.7.1");
+}
+
+TEST_CASE("protocol AUTH bad input", "[smtpd]") {
+    auto s = settings();
+    s.auth_available = true;
+    Protocol protocol(s, remote_client);
+    protocol.tls_started("TLSv1.3");
+    protocol.handle("EHLO client.example");
+    CHECK(code_of(protocol, "AUTH CRAM-MD5") == "504 5.5.4");
+    CHECK(code_of(protocol, "AUTH PLAIN not-base64!") == "501 5.5.2");
+    CHECK(code_of(protocol, "AUTH PLAIN Ym9i") == "501 5.5.2");
+    CHECK(protocol.handle("AUTH PLAIN").reply.code == 334);
+    CHECK(code_of(protocol, "*") == "501 5.7.0");
+    // base64("alice\0bob\0secret"): acting as another user is not offered.
+    CHECK(code_of(protocol, "AUTH PLAIN YWxpY2UAYm9iAHNlY3JldA==") == "535 5.7.8");
+    CHECK(code_of(protocol, "NOOP") == "250 2.0.0");
+}
+
+TEST_CASE("protocol submission requires AUTH", "[smtpd]") {
+    auto s = settings();
+    s.auth_available = true;
+    s.auth_required = true;
+    Protocol protocol(s, local_client);
+    protocol.tls_started("TLSv1.3");
+    protocol.handle("EHLO client.example");
+    CHECK(code_of(protocol, "MAIL FROM:<a@example.com>") == "530 5.7.0");
+}
+
+TEST_CASE("protocol BDAT needs a transaction", "[smtpd]") {
+    auto s = settings();
+    Protocol protocol(s, local_client);
+    protocol.handle("EHLO client.example");
+    auto response = protocol.handle("BDAT 100 LAST");
+    CHECK(response.action == Action::read_chunk);
+    CHECK(response.discard_chunk);
+    CHECK(response.chunk_size == 100);
+    CHECK(response.reply.code == 503);
+    CHECK(protocol.handle("BDAT 1 MORE").action == Action::close);
 }

@@ -15,6 +15,7 @@
 
 #include "tlsrelay/dns/nameserver.hpp"
 #include "tlsrelay/policy/policy.hpp"
+#include "tlsrelay/policy/table.hpp"
 #include "tlsrelay/util/address.hpp"
 
 namespace tlsrelay::config {
@@ -27,14 +28,46 @@ public:
 };
 
 enum class InboundTlsLevel { none, may, encrypt };
+enum class BareNewlinePolicy { normalize, reject };
+
+// One [[smtpd.listener]] table: a listening address with its own settings.
+struct Listener {
+    asio::ip::tcp::endpoint address;
+    bool implicit_tls = false;  // tls = "implicit" (port 465); default "starttls"
+    std::optional<InboundTlsLevel> tls_security_level;  // unset: [smtpd] tls_security_level
+    bool auth_required = false;   // submission: MAIL only after AUTH
+    bool proxy_protocol = false;  // a PROXY v1/v2 header precedes SMTP
+};
+
+// One [[smtpd.tls_sni]] table: the certificate presented for a server name.
+struct SniCertificate {
+    std::string name;  // lower case; "*.example.com" matches one label
+    std::filesystem::path cert_file;
+    std::filesystem::path key_file;
+};
 
 struct Smtpd {
     std::vector<asio::ip::tcp::endpoint> listen;
+    std::vector<Listener> listeners;
     InboundTlsLevel tls_security_level = InboundTlsLevel::may;
     std::filesystem::path tls_cert_file;  // empty: self-signed, generated at first start
     std::filesystem::path tls_key_file;
+    std::vector<SniCertificate> tls_sni;
+    bool tls_require_tls13 = false;  // tls_protocols = ">=TLSv1.3"; default ">=TLSv1.2"
     std::vector<Network> mynetworks;
+    std::filesystem::path auth_users_file;  // empty: AUTH not offered
+    BareNewlinePolicy forbid_bare_newline = BareNewlinePolicy::normalize;
     std::chrono::seconds timeout{300};
+    std::size_t connection_limit = 1000;
+    std::size_t client_connection_count_limit = 50;
+    std::size_t recipient_limit = 1000;
+    int hard_error_limit = 20;
+};
+
+// One [[transport]] table: where mail for a relay domain goes.
+struct Transport {
+    std::string domain;  // "example.com", or ".example.com" for its subdomains
+    NextHop nexthop;
 };
 
 struct Smtp {
@@ -45,12 +78,26 @@ struct Smtp {
     std::optional<NextHop> relayhost;
     std::chrono::seconds connect_timeout{30};
     std::chrono::seconds command_timeout{300};
+    // Per-destination policies: [[smtp.tls_policy]] entries, then the
+    // entries of the Postfix table file tls_policy_maps (loaded at start).
+    policy::Table tls_policy;
+    std::filesystem::path tls_policy_maps;
+    // Postfix's smtp_tls_dane_insecure_mx_policy: true for "dane", false for "may".
+    bool tls_dane_insecure_mx = true;
 };
 
 struct Dns {
     std::vector<dns::Nameserver> nameservers;  // empty: /etc/resolv.conf
-    std::chrono::seconds timeout{5};
-    int attempts = 2;
+    // Per query and server. Unset: "options timeout:" of /etc/resolv.conf
+    // when the nameservers come from there, else 5 s.
+    std::optional<std::chrono::seconds> timeout;
+    // Rounds over all nameservers. Unset: "options attempts:" of
+    // /etc/resolv.conf when the nameservers come from there, else 2.
+    std::optional<int> attempts;
+    // Nameservers whose AD bit is trusted; loopback only by default.
+    std::vector<Network> trusted_ad_networks;
+    std::uint16_t edns_buffer_size = 1232;  // bytes
+    std::size_t cache_size = 10000;         // cached replies; 0 disables the cache
 };
 
 struct Queue {
@@ -63,6 +110,9 @@ struct Config {
     std::string myhostname;
     std::filesystem::path queue_directory;
     std::size_t message_size_limit = 10240000;
+    int hopcount_limit = 50;
+    std::vector<std::string> relay_domains;  // lower case; ".example.com" for subdomains
+    std::vector<Transport> transports;
     Smtpd smtpd;
     Smtp smtp;
     Dns dns;

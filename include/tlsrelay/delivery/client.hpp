@@ -36,7 +36,6 @@ struct RecipientResult {
 
 struct ClientOptions {
     std::string helo_name;
-    policy::Level level = policy::Level::may;
     std::shared_ptr<tls::ClientContext> tls;
     std::chrono::seconds connect_timeout{30};
     std::chrono::seconds command_timeout{300};
@@ -52,21 +51,25 @@ struct AttemptResult {
     // True when the attempt failed before any recipient was tried: the
     // next host or address may still succeed.
     bool host_failed = false;
-    // Set with host_failed under level may when the TLS handshake failed:
-    // the same host should be tried again without STARTTLS.
+    // Set with host_failed when the policy allows delivery in clear after
+    // TLS failed (level may): the same host should be tried again without
+    // STARTTLS.
     bool retry_without_tls = false;
     bool connected = false;
     Phase phase = Phase::connect;
     std::string dsn;     // for host_failed
     std::string reason;  // for host_failed
     policy::Trust trust = policy::Trust::none;
+    std::string trust_how;  // how the trust was reached, for the log
     std::vector<RecipientResult> recipients;
 };
 
 // Delivers the message in `file` (content from `content_offset` on) to the
-// recipients named by `indices`. With `use_tls` false, STARTTLS is not tried.
+// recipients named by `indices`, enforcing `plan` (see policy::plan_host).
+// With `use_tls` false, STARTTLS is not tried; the caller passes false only
+// for the plaintext retry that the plan's verdict allowed.
 asio::awaitable<AttemptResult> attempt_delivery(const ClientOptions& options, const Target& target,
-                                                const queue::StoredMessage& message,
+                                                const policy::HostPlan& plan, const queue::StoredMessage& message,
                                                 const std::vector<std::size_t>& indices, bool use_tls);
 
 }  // namespace tlsrelay::delivery

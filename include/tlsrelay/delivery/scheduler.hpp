@@ -9,13 +9,17 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
 #include <asio/steady_timer.hpp>
 
 #include "tlsrelay/delivery/client.hpp"
+#include "tlsrelay/delivery/routing.hpp"
 #include "tlsrelay/dns/resolver.hpp"
+#include "tlsrelay/policy/table.hpp"
 #include "tlsrelay/queue/spool.hpp"
 #include "tlsrelay/util/address.hpp"
 
@@ -23,7 +27,20 @@ namespace tlsrelay::delivery {
 
 struct SchedulerSettings {
     ClientOptions client;
+    // The global default policy ([smtp] tls_security_level) and the
+    // per-destination entries that override it.
+    policy::Policy default_policy;
+    policy::Table policy_table;
+    policy::Settings policy_settings;
+    // This relay's own host names and addresses: a best MX among them means
+    // the mail would loop back here.
+    std::vector<std::string> own_names;
+    std::vector<asio::ip::address> own_addresses;
     std::optional<NextHop> relayhost;
+    // Next hops per destination domain ("example.com", or ".example.com"
+    // for its subdomains); they win over relayhost, as Postfix's
+    // transport_maps win over relayhost.
+    std::vector<std::pair<std::string, NextHop>> transports;
     std::uint16_t port = 25;
     std::chrono::seconds minimal_backoff_time{300};
     std::chrono::seconds maximal_backoff_time{4000};
@@ -57,8 +74,11 @@ private:
     asio::awaitable<void> deliver(std::string id);
     asio::awaitable<void> deliver_domain(Entry& entry, const std::string& domain, std::vector<std::size_t> indices,
                                          std::vector<RecipientResult>& results);
+    asio::awaitable<policy::DnsFacts> dns_facts(const policy::Policy& policy, const Route& route, const RouteHost& host);
+    bool loops_back(const Route& route) const;
     void log_result(const Entry& entry, const RecipientResult& result, const std::string& relay, policy::Trust trust) const;
     void add(queue::StoredMessage message);
+    std::optional<NextHop> next_hop_for(const std::string& domain) const;
 
     asio::any_io_executor executor_;
     queue::Spool& spool_;

@@ -25,10 +25,21 @@ public:
 // a per-process counter, unique within one queue directory.
 std::string make_queue_id();
 
+// RFC 3461 parameters of one recipient, kept for bounces and relaying.
+struct RecipientDsn {
+    std::string notify;  // "NEVER" or a list of SUCCESS, FAILURE, DELAY; empty when not given
+    std::string orcpt;   // "rfc822;addr" in xtext as received; empty when not given
+};
+
 struct Envelope {
     std::string id;
     std::string sender;  // empty for the null sender <>
     std::vector<std::string> recipients;
+    std::vector<RecipientDsn> recipient_dsn;  // parallel to recipients
+    std::string dsn_ret;                      // RET=FULL or HDRS; empty when not given
+    std::string dsn_envid;                    // ENVID in xtext; empty when not given
+    bool smtputf8 = false;                    // the client sent MAIL ... SMTPUTF8
+    std::string authenticated_user;           // SASL login name; empty when none
     std::int64_t arrival_unix_ms = 0;
     std::string client;  // "host[addr]" of the submitting client
     bool eight_bit = false;  // content has octets above 127: relay with BODY=8BITMIME

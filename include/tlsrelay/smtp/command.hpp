@@ -9,7 +9,7 @@
 
 namespace tlsrelay::smtp {
 
-enum class Verb { helo, ehlo, mail, rcpt, data, rset, noop, quit, starttls, vrfy, expn, help, unknown };
+enum class Verb { helo, ehlo, mail, rcpt, data, bdat, rset, noop, quit, starttls, auth, vrfy, expn, help, unknown };
 
 struct Command {
     Verb verb = Verb::unknown;

@@ -35,6 +35,14 @@ public:
     // pipelined after STARTTLS that must not be honoured after the handshake.
     bool has_buffered() const { return start_ < buffer_.size(); }
     void discard_buffered();
+
+    // Raw access for binary framing (PROXY protocol v2, BDAT chunks):
+    // the unread bytes, reading more when none are buffered.
+    asio::awaitable<std::string_view> read_bytes();
+    // Reads more bytes after those already buffered.
+    asio::awaitable<void> fill();
+    std::string_view buffered() const { return std::string_view(buffer_).substr(start_); }
+    void consume(std::size_t count) { start_ += count; }
     void set_max_piece(std::size_t max_piece) { max_piece_ = max_piece; }
 
 private:

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -12,15 +13,32 @@
 #include <asio/ip/tcp.hpp>
 
 #include "tlsrelay/queue/spool.hpp"
+#include "tlsrelay/smtp/content.hpp"
 #include "tlsrelay/smtpd/protocol.hpp"
+#include "tlsrelay/smtpd/users.hpp"
 #include "tlsrelay/tls/context.hpp"
 
 namespace tlsrelay::smtpd {
 
+// Open inbound connections, shared by all listeners, against the limits.
+struct ConnectionCounter {
+    std::size_t limit = 1000;           // all clients together
+    std::size_t per_client_limit = 50;  // Postfix's smtpd_client_connection_count_limit
+    std::size_t total = 0;
+    std::map<asio::ip::address, std::size_t> per_client;
+};
+
 struct ServerSettings {
     ProtocolSettings protocol;
     std::chrono::seconds timeout{300};
+    bool implicit_tls = false;    // TLS from the first byte (port 465), no STARTTLS
+    bool proxy_protocol = false;  // read a PROXY v1/v2 header before the greeting
+    smtp::BareNewline bare_newline = smtp::BareNewline::normalize;
+    int hopcount_limit = 50;      // Received: headers allowed before 554 5.4.6
     std::shared_ptr<tls::ServerContext> tls;  // null: STARTTLS not offered
+    std::shared_ptr<const UserDatabase> users;
+    asio::any_io_executor auth_executor;  // where password hashes are computed
+    std::shared_ptr<ConnectionCounter> connections;
     queue::Spool* spool = nullptr;
     // Called after a message is durable and before its 250 is sent.
     std::function<void(const queue::Envelope&)> on_queued;
@@ -34,6 +52,9 @@ public:
     // that failed.
     void listen(const std::vector<asio::ip::tcp::endpoint>& endpoints);
     void stop();
+
+    // The bound addresses, with the real port when 0 was configured.
+    std::vector<asio::ip::tcp::endpoint> local_endpoints() const;
 
 private:
     asio::any_io_executor executor_;

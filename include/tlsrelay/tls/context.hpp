@@ -6,6 +6,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace tlsrelay::tls {
 
@@ -23,6 +24,22 @@ class ClientContext;
 // inbound side.
 std::shared_ptr<ServerContext> make_server_context(const std::string& cert_file,
                                                    const std::string& key_file);
+
+// A certificate presented when the client asks for `name` by SNI.
+struct SniCertificate {
+    std::string name;  // lower case; "*.example.com" matches exactly one label
+    std::string cert_file;
+    std::string key_file;
+};
+
+struct ServerContextOptions {
+    std::string cert_file;  // the default certificate, when no SNI entry matches
+    std::string key_file;
+    std::vector<SniCertificate> sni;
+    bool require_tls13 = false;  // refuse TLS 1.2
+};
+
+std::shared_ptr<ServerContext> make_server_context(const ServerContextOptions& options);
 
 struct ClientContextOptions {
     std::string ca_file;  // PEM bundle; empty: none
