@@ -511,7 +511,7 @@ class Relay:
 
     def __init__(self, directory, binary, nameserver_port, ca_file, mx_port,
                  outbound_level="may", inbound_level="may",
-                 mynetworks=("127.0.0.0/8", "[::1]/128")):
+                 mynetworks=("127.0.0.0/8", "[::1]/128"), smtpd_extra=(), toml_tail=""):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.binary = binary
@@ -529,6 +529,7 @@ class Relay:
                 'tls_cert_file = ""',
                 'tls_key_file = ""',
                 f"mynetworks = {toml_string_array(mynetworks)}",
+                *smtpd_extra,
                 "",
                 "[smtp]",
                 f"tls_security_level = {toml_string(outbound_level)}",
@@ -540,6 +541,7 @@ class Relay:
                 "[dns]",
                 f"nameservers = {toml_string_array([f'127.0.0.1:{nameserver_port}'])}",
                 "",
+                toml_tail,
             ])
         )
         self.process = None

@@ -21,6 +21,15 @@ std::string error_of(const std::string& text) {
     return "(no error)";
 }
 
+std::string error_of_file(const std::string& text, const std::filesystem::path& toml_file) {
+    try {
+        parse(text, toml_file);
+    } catch (const ConfigError& error) {
+        return error.what();
+    }
+    return "(no error)";
+}
+
 }  // namespace
 
 TEST_CASE("config defaults apply to an empty file") {
@@ -112,7 +121,7 @@ TEST_CASE("config errors name file key value and what is accepted") {
           "tls_security_level, tls_sni");
     CHECK(error_of("[smtp]\ntls_security_level = \"sometimes\"\n") ==
           "/etc/tlsrelay/test.toml:2: invalid smtp.tls_security_level \"sometimes\": expected one of none, may, "
-          "encrypt, verify");
+          "encrypt, fingerprint, verify, secure, dane, dane-only");
     CHECK(error_of("[smtpd]\ntls_security_level = \"verify\"\n") ==
           "/etc/tlsrelay/test.toml:2: invalid smtpd.tls_security_level \"verify\": expected one of none, may, encrypt");
     CHECK(error_of("[smtp]\nport = 70000\n") ==
@@ -226,4 +235,88 @@ TEST_CASE("config inbound errors", "[config]") {
           "/etc/tlsrelay/test.toml:1: transport entry needs domain and nexthop");
     CHECK(error_of("[smtpd]\nrecipient_limit = 0\n") ==
           "/etc/tlsrelay/test.toml:2: invalid smtpd.recipient_limit 0: expected an integer from 1 to 100000");
+}
+
+TEST_CASE("config reads TLS policy entries") {
+    auto config = parse(R"(
+[smtp]
+tls_security_level = "dane"
+tls_dane_insecure_mx_policy = "may"
+
+[[smtp.tls_policy]]
+domain = "example.org"
+level = "secure"
+match = [".example.org", "example.net"]
+protocols = ">=TLSv1.2"
+ciphers = "high"
+
+[[smtp.tls_policy]]
+domain = "[smtp.provider.example]:587"
+level = "encrypt"
+
+[[smtp.tls_policy]]
+domain = ".pinned.example"
+level = "fingerprint"
+fingerprints = ["3D:95:34:51:24:66:33:B9:D2:40:99:C0:C1:17:0B:D1:CB:B1:F9:AD:A2:29:2F:F3:44:25:4C:37:5C:D4:B1:35"]
+)", file);
+    using tlsrelay::policy::Level;
+    CHECK(config.smtp.tls_security_level == Level::dane);
+    CHECK_FALSE(config.smtp.tls_dane_insecure_mx);
+    REQUIRE(config.smtp.tls_policy.size() == 3);
+    const auto* org = config.smtp.tls_policy.lookup("example.org");
+    REQUIRE(org);
+    CHECK(org->policy.level == Level::secure);
+    CHECK(org->policy.match == std::vector<std::string>{".example.org", "example.net"});
+    CHECK(org->origin == "/etc/tlsrelay/test.toml:7");
+    CHECK(config.smtp.tls_policy.lookup("[smtp.provider.example]:587")->policy.level == Level::encrypt);
+    CHECK(config.smtp.tls_policy.lookup("mx.pinned.example")->policy.level == Level::fingerprint);
+}
+
+TEST_CASE("config loads a Postfix policy file") {
+    auto directory = std::filesystem::temp_directory_path() / "tlsrelay-config-policy-test";
+    std::filesystem::create_directories(directory);
+    auto maps = directory / "tls_policy";
+    std::ofstream(maps) << "# outbound TLS\nexample.com verify\n.example.com\n  encrypt\nbad.example sometimes\n";
+    auto toml_file = directory / "tlsrelay.toml";
+
+    CHECK(error_of_file("[smtp]\ntls_policy_maps = \"tls_policy\"\n", toml_file) ==
+          maps.string() + ":5: invalid security level \"sometimes\": expected one of none, may, encrypt, fingerprint, "
+                          "verify, secure, dane, dane-only (for bad.example)");
+
+    std::ofstream(maps) << "# outbound TLS\nexample.com verify\n.example.com\n  encrypt\n";
+    auto config = parse("[smtp]\ntls_policy_maps = \"tls_policy\"\n", toml_file);
+    CHECK(config.smtp.tls_policy_maps == maps);
+    CHECK(config.smtp.tls_policy.lookup("example.com")->policy.level == tlsrelay::policy::Level::verify);
+    CHECK(config.smtp.tls_policy.lookup("a.example.com")->policy.level == tlsrelay::policy::Level::encrypt);
+
+    // A TOML entry and a file entry for the same key.
+    CHECK(error_of_file("[smtp]\ntls_policy_maps = \"tls_policy\"\n[[smtp.tls_policy]]\ndomain = \"example.com\"\n"
+                        "level = \"may\"\n",
+                        toml_file) ==
+          maps.string() + ":2: duplicate policy for example.com, first defined at " + toml_file.string() + ":3");
+    std::filesystem::remove_all(directory);
+
+    CHECK(error_of("[smtp]\ntls_policy_maps = \"/nonexistent/tls_policy\"\n") ==
+          "/etc/tlsrelay/test.toml:2: cannot read smtp.tls_policy_maps file /nonexistent/tls_policy: No such file or "
+          "directory");
+}
+
+TEST_CASE("config TLS policy errors") {
+    CHECK(error_of("[[smtp.tls_policy]]\ndomain = \"example.com\"\nlevel = \"sometimes\"\n") ==
+          "/etc/tlsrelay/test.toml:1: invalid smtp.tls_policy entry for example.com: invalid security level "
+          "\"sometimes\": expected one of none, may, encrypt, fingerprint, verify, secure, dane, dane-only");
+    CHECK(error_of("[[smtp.tls_policy]]\nlevel = \"verify\"\n") ==
+          "/etc/tlsrelay/test.toml:1: invalid smtp.tls_policy entry: domain and level are required");
+    CHECK(error_of("[[smtp.tls_policy]]\ndomain = \"example.com\"\nlevel = \"verify\"\nmtach = [\"x\"]\n") ==
+          "/etc/tlsrelay/test.toml:4: unknown key smtp.tls_policy.mtach = [ \"x\" ]: accepted keys in "
+          "[smtp.tls_policy] are ciphers, domain, fingerprints, level, match, protocols");
+    CHECK(error_of("[[smtp.tls_policy]]\ndomain = \"[relay:25\"\nlevel = \"verify\"\n") ==
+          "/etc/tlsrelay/test.toml:1: invalid smtp.tls_policy entry for [relay:25: invalid key \"[relay:25\": "
+          "expected a domain, .domain, [host], [host]:port or host:port");
+    CHECK(error_of("[smtp]\ntls_dane_insecure_mx_policy = \"never\"\n") ==
+          "/etc/tlsrelay/test.toml:2: invalid smtp.tls_dane_insecure_mx_policy \"never\": expected one of dane, may");
+    CHECK(error_of("[smtp]\nlevel = \"verify\"\n") ==
+          "/etc/tlsrelay/test.toml:2: unknown key smtp.level = \"verify\": accepted keys in [smtp] are "
+          "command_timeout, connect_timeout, port, relayhost, tls_CAfile, tls_CApath, "
+          "tls_dane_insecure_mx_policy, tls_policy, tls_policy_maps, tls_security_level");
 }

@@ -1,0 +1,157 @@
+"""End-to-end checks of the inbound server with real clients (smtplib,
+swaks, Python's ssl module): STARTTLS injection, AUTH over TLS, implicit
+TLS, SNI certificate choice and pipelining. Deliveries go through Unbound
+to an aiosmtpd receiver, as in test_relay.
+"""
+
+import smtplib
+import socket
+import ssl
+import subprocess
+
+import lab
+
+SENDER = "sender@client.test"
+DOMAIN = "inbound.test"
+MX_ADDRESS = "127.0.0.40"
+DELIVERY_TIMEOUT = 30.0
+
+
+def unverified_context():
+    # The relay's default inbound certificate is self-signed, made at start.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def read_reply(sock_file):
+    """Read one SMTP reply from a file object; return its lines as text."""
+    lines = []
+    while True:
+        line = sock_file.readline().decode("utf-8", "replace")
+        if not line:
+            return lines
+        lines.append(line.rstrip("\r\n"))
+        if len(line) < 4 or line[3] != "-":
+            return lines
+
+
+class InboundTest(lab.LabTestCase):
+    ZONES = {DOMAIN: [f"{DOMAIN}. MX 10 mx.{DOMAIN}.", f"mx.{DOMAIN}. A {MX_ADDRESS}"]}
+
+    def start_lab_relay(self, **options):
+        port = lab.free_port(MX_ADDRESS)
+        cert, key = self.ca.issue(f"mx.{DOMAIN}")
+        receiver = self.start_receiver("mx", MX_ADDRESS, port, cert=cert, key=key, hostname=f"mx.{DOMAIN}")
+        relay = self.start_relay(port, **options)
+        return relay, receiver
+
+    def create_users_file(self, user, password):
+        users = self.work_dir / "users"
+        completed = subprocess.run(
+            [lab.relay_binary(), "passwd", user, "--file", str(users)],
+            input=password + "\n", capture_output=True, text=True, timeout=30,
+        )
+        self.assertEqual(completed.returncode, 0, f"tlsrelay passwd failed: {completed.stderr}")
+        self.assertTrue(users.read_text().startswith(f"{user}:$y$"), "expected a yescrypt hash in the users file")
+        return users
+
+    def test_starttls_injection_is_discarded(self):
+        relay, _ = self.start_lab_relay()
+        with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as raw:
+            plain = raw.makefile("rb")
+            self.assertTrue(read_reply(plain)[0].startswith("220"))
+            raw.sendall(b"EHLO client.test\r\n")
+            read_reply(plain)
+            # The injected RSET arrives in the same write as STARTTLS.
+            raw.sendall(b"STARTTLS\r\nRSET\r\n")
+            self.assertEqual(read_reply(plain), ["220 2.0.0 Ready to start TLS"])
+            with unverified_context().wrap_socket(raw, server_hostname="relay.example.net") as tls:
+                encrypted = tls.makefile("rb")
+                tls.sendall(b"NOOP\r\n")
+                # Had the RSET survived, its 250 would come first, then the NOOP's.
+                self.assertEqual(read_reply(encrypted), ["250 2.0.0 Ok"])
+                tls.sendall(b"MAIL FROM:<a@client.test>\r\n")
+                self.assertEqual(read_reply(encrypted)[0][:3], "503", "expected EHLO to be required again after TLS")
+        self.assertRegex(relay.log_text(), r"discarding plaintext pipelined after STARTTLS")
+
+    def test_auth_over_starttls_opens_relay(self):
+        users = self.create_users_file("bob", "s3cret pass")
+        relay, receiver = self.start_lab_relay(
+            mynetworks=["127.0.0.1/32"], smtpd_extra=[f"auth_users_file = {lab.toml_string(users)}"],
+        )
+        recipient = f"user@{DOMAIN}"
+        with smtplib.SMTP("127.0.0.1", relay.port, local_hostname="client.test", timeout=30,
+                          source_address=("127.0.0.2", 0)) as client:
+            client.ehlo()
+            self.assertFalse(client.has_extn("auth"), "AUTH must not be offered before TLS")
+            client.starttls(context=unverified_context())
+            client.ehlo()
+            self.assertIn("PLAIN", client.esmtp_features.get("auth", ""))
+            code, _ = client.docmd("MAIL", f"FROM:<{SENDER}>")
+            self.assertEqual(code, 250)
+            code, reply = client.docmd("RCPT", f"TO:<{recipient}>")
+            self.assertEqual(code, 554, f"expected relay access denied before AUTH, got {code} {reply!r}")
+            client.rset()
+            with self.assertRaises(smtplib.SMTPAuthenticationError):
+                client.login("bob", "wrong")
+            client.login("bob", "s3cret pass")
+            client.sendmail(SENDER, [recipient], b"Subject: auth\r\n\r\nsent after AUTH\r\n")
+
+        self.assertTrue(receiver.wait_for_messages(1, DELIVERY_TIMEOUT), "expected the message at the receiver")
+        raw, _ = receiver.messages()[0]
+        self.assertIn(b"with ESMTPSA id", raw, "expected the Received header to name ESMTPSA")
+        log = relay.log_text()
+        self.assertRegex(log, r"sasl_username=bob")
+        self.assertRegex(log, r"SASL authentication failed for user bob")
+        self.assertNotIn("s3cret", log, "the password must never be logged")
+        self.assertNotIn("wrong", log.replace("wrong-name", ""), "a failed password must never be logged")
+
+    def test_implicit_tls_listener(self):
+        port = lab.free_port("127.0.0.1")
+        relay, receiver = self.start_lab_relay(
+            toml_tail=f'[[smtpd.listener]]\naddress = "127.0.0.1:{port}"\ntls = "implicit"\n',
+        )
+        lab.wait_until(lambda: relay.find_log(rf"listening on 127\.0\.0\.1:{port}"), 10)
+        with smtplib.SMTP_SSL("127.0.0.1", port, local_hostname="client.test", timeout=30,
+                              context=unverified_context()) as client:
+            code, _ = client.ehlo()
+            self.assertEqual(code, 250)
+            self.assertFalse(client.has_extn("starttls"), "no STARTTLS inside implicit TLS")
+            client.sendmail(SENDER, [f"user@{DOMAIN}"], b"Subject: implicit\r\n\r\nover port 465 style TLS\r\n")
+        self.assertTrue(receiver.wait_for_messages(1, DELIVERY_TIMEOUT), "expected the message at the receiver")
+
+    def test_sni_selects_the_certificate(self):
+        cert, key = self.ca.issue("mail.customer.test", file_stem="sni-customer")
+        relay, _ = self.start_lab_relay(
+            toml_tail=(
+                "[[smtpd.tls_sni]]\n"
+                'name = "mail.customer.test"\n'
+                f"cert_file = {lab.toml_string(cert)}\n"
+                f"key_file = {lab.toml_string(key)}\n"
+            ),
+        )
+        for server_name, expected in (("mail.customer.test", "mail.customer.test"), ("other.test", "relay.example.net")):
+            with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as raw:
+                plain = raw.makefile("rb")
+                read_reply(plain)
+                raw.sendall(b"EHLO client.test\r\n")
+                read_reply(plain)
+                raw.sendall(b"STARTTLS\r\n")
+                self.assertEqual(read_reply(plain)[0][:3], "220")
+                with unverified_context().wrap_socket(raw, server_hostname=server_name) as tls:
+                    pem = ssl.DER_cert_to_PEM_cert(tls.getpeercert(binary_form=True))
+            subject = subprocess.run(
+                ["openssl", "x509", "-noout", "-subject"], input=pem, capture_output=True, text=True, timeout=30,
+            ).stdout
+            self.assertIn(f"CN = {expected}", subject, f"SNI {server_name}: expected the certificate for {expected}")
+
+    def test_swaks_pipelining(self):
+        relay, receiver = self.start_lab_relay()
+        result = lab.swaks("127.0.0.1", relay.port, SENDER, [f"a@{DOMAIN}", f"b@{DOMAIN}"],
+                           tls=True, extra=["--pipeline"])
+        self.assertEqual(result.returncode, 0, result.describe())
+        self.assertTrue(receiver.wait_for_messages(1, DELIVERY_TIMEOUT), "expected the message at the receiver")
+        _, metadata = receiver.messages()[0]
+        self.assertEqual(sorted(metadata["rcpt_tos"]), [f"a@{DOMAIN}", f"b@{DOMAIN}"])
