@@ -12,6 +12,7 @@
 
 #include "tlsrelay/delivery/routing.hpp"
 #include "tlsrelay/smtp/command.hpp"
+#include "tlsrelay/util/idna.hpp"
 #include "tlsrelay/util/log.hpp"
 
 namespace tlsrelay::delivery {
@@ -112,7 +113,11 @@ asio::awaitable<void> Scheduler::deliver(std::string id) {
     std::map<std::string, std::vector<std::size_t>> by_domain;
     for (std::size_t index = 0; index < envelope.recipients.size(); ++index) {
         if (!entry.message.finished.contains(index)) {
-            by_domain[smtp::domain_of(envelope.recipients[index])].push_back(index);
+            // SMTPUTF8 domains are routed by their A-label form; a name that
+            // is not valid IDNA keeps its form and bounces below.
+            auto domain = smtp::domain_of(envelope.recipients[index]);
+            std::string idna_error;
+            by_domain[to_a_label(domain, idna_error).value_or(domain)].push_back(index);
         }
     }
 
@@ -159,6 +164,17 @@ asio::awaitable<void> Scheduler::deliver(std::string id) {
 
 asio::awaitable<void> Scheduler::deliver_domain(Entry& entry, const std::string& domain,
                                                 std::vector<std::size_t> indices, std::vector<RecipientResult>& results) {
+    std::string idna_error;
+    if (!to_a_label(domain, idna_error)) {
+        for (auto index : indices) {
+            RecipientResult result{index, Outcome::bounced, "5.1.2",
+                                   "invalid domain name " + domain + " in the recipient address: " + idna_error};
+            log_result(entry, result, "none", policy::Trust::none);
+            results.push_back(result);
+        }
+        co_return;
+    }
+
     const auto& id = entry.message.envelope.id;
     auto fail_all = [&](Outcome outcome, const std::string& dsn, const std::string& reason, const std::string& relay,
                         policy::Trust trust) {

@@ -324,6 +324,10 @@ Verdict judge_established(const HostPlan& plan, const TlsFacts& facts, std::stri
 
     case Level::dane:
     case Level::dane_only:
+        // RFC 7672 section 3.1: under DANE the TLSA records alone decide,
+        // so a chain the CA store trusts proves nothing here.
+        verdict.trust = facts.certificate_present ? Trust::untrusted : Trust::anonymous;
+        verdict.how = facts.certificate_present ? "not authenticated by the TLSA records" : "server sent no certificate";
         if (!facts.dane) {
             return refuse(verdict, "4.7.5", "DANE authentication of " + std::string(host) + " was not performed");
         }

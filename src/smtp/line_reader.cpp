@@ -9,27 +9,9 @@ constexpr std::size_t read_chunk = 4096;
 
 asio::awaitable<Line> LineReader::read_line() {
     for (;;) {
-        auto newline = buffer_.find('\n', start_);
-        if (newline != std::string::npos && newline - start_ <= max_piece_) {
-            Line line;
-            bool cr = newline > start_ && buffer_[newline - 1] == '\r';
-            line.end = cr ? LineEnd::crlf : LineEnd::bare_lf;
-            line.text.assign(buffer_, start_, newline - start_ - (cr ? 1 : 0));
-            start_ = newline + 1;
-            co_return line;
+        if (auto line = take_line(buffer_, start_, max_piece_)) {
+            co_return std::move(*line);
         }
-        if (buffer_.size() - start_ >= max_piece_) {
-            // Keep a trailing CR in the buffer so a CRLF split across pieces
-            // is still seen as one line end.
-            std::size_t take = max_piece_;
-            if (buffer_[start_ + take - 1] == '\r') {
-                --take;
-            }
-            Line piece{buffer_.substr(start_, take), LineEnd::none};
-            start_ += take;
-            co_return piece;
-        }
-
         co_await fill();
     }
 }

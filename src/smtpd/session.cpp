@@ -7,6 +7,7 @@
 #include <asio/use_awaitable.hpp>
 
 #include "tlsrelay/queue/spool.hpp"
+#include "tlsrelay/smtp/command.hpp"
 #include "tlsrelay/smtp/content.hpp"
 #include "tlsrelay/smtp/line_reader.hpp"
 #include "tlsrelay/smtpd/proxy.hpp"
@@ -158,10 +159,30 @@ private:
             }
 
             auto response = protocol_->handle(line.text);
+            if (response.reply.code >= 400) {
+                log_rejection(line.text, response.reply);
+            }
             if (!co_await perform(response)) {
                 co_return;
             }
         }
+    }
+
+    // Logs a refused MAIL or RCPT in Postfix's NOQUEUE form, so an
+    // administrator sees who was turned away and why.
+    void log_rejection(std::string_view line, const smtp::Reply& reply) const {
+        auto command = smtp::parse_command(line);
+        if (command.verb != smtp::Verb::mail && command.verb != smtp::Verb::rcpt) {
+            return;
+        }
+        const auto& transaction = protocol_->transaction();
+        std::string text = "NOQUEUE: reject: " + command.name + " from " + peer_ + ": " + reply.summary();
+        if (command.verb == smtp::Verb::rcpt) {
+            text += "; from=<" + transaction.sender + ">";
+        }
+        text += " " + command.name + " " + command.argument.substr(0, 300);
+        text += " helo=<" + protocol_->helo_name() + ">";
+        log::info(text);
     }
 
     // Carries out one response; returns false when the session ends.

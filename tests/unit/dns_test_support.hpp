@@ -88,6 +88,10 @@ public:
         tcp_.close(ignored);
     }
 
+    // Called with each decoded UDP query and its source before the handler,
+    // e.g. to send a forged reply from another socket.
+    std::function<void(const wire::Message&, const asio::ip::udp::endpoint&)> udp_observer;
+
     std::vector<wire::Message> udp_queries;
     std::vector<asio::ip::udp::endpoint> udp_sources;
     std::vector<wire::Message> tcp_queries;
@@ -130,6 +134,9 @@ private:
             }
             udp_queries.push_back(*query);
             udp_sources.push_back(sender);
+            if (udp_observer) {
+                udp_observer(*query, sender);
+            }
             for (const auto& reply : handler_(*query, Transport::udp)) {
                 co_await udp_.async_send_to(asio::buffer(reply), sender, use_tuple);
             }

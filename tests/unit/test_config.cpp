@@ -267,7 +267,7 @@ fingerprints = ["3D:95:34:51:24:66:33:B9:D2:40:99:C0:C1:17:0B:D1:CB:B1:F9:AD:A2:
     REQUIRE(org);
     CHECK(org->policy.level == Level::secure);
     CHECK(org->policy.match == std::vector<std::string>{".example.org", "example.net"});
-    CHECK(org->origin == "/etc/tlsrelay/test.toml:7");
+    CHECK(org->origin == "/etc/tlsrelay/test.toml:6");
     CHECK(config.smtp.tls_policy.lookup("[smtp.provider.example]:587")->policy.level == Level::encrypt);
     CHECK(config.smtp.tls_policy.lookup("mx.pinned.example")->policy.level == Level::fingerprint);
 }

@@ -2,6 +2,7 @@
 
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -534,4 +535,179 @@ TEST_CASE("status names", "[dns][resolver]") {
     CHECK(std::string(tlsrelay::dns::to_string(Status::nodata)) == "nodata");
     CHECK(std::string(tlsrelay::dns::to_string(Status::nxdomain)) == "nxdomain");
     CHECK(std::string(tlsrelay::dns::to_string(Status::temporary_failure)) == "temporary_failure");
+}
+
+TEST_CASE("reply from another address ignored", "[dns][resolver]") {
+    Lab lab;
+    // A second socket on another loopback address sends a well-formed reply
+    // with the right id and question to the resolver's source port. The
+    // resolver's connected socket never sees it, and the real server stays
+    // silent, so the lookup times out instead of taking the forged records.
+    asio::ip::udp::socket spoofer(lab.io, {asio::ip::make_address("127.0.0.2"), 0});
+    auto server = lab.add_server(drop);
+    server->udp_observer = [&spoofer](const wire::Message& query, const asio::ip::udp::endpoint& source) {
+        auto forged = reply_to(query);
+        forged.answers = {"example.test. 300 IN A 192.0.2.66"};
+        spoofer.send_to(asio::buffer(wire::encode_message(forged)), source);
+    };
+    auto resolver = lab.resolver({server}, 200ms, 1);
+
+    auto answer = lab.run(resolver.query_a("example.test"));
+
+    CHECK(answer.status == Status::temporary_failure);
+    CHECK(answer.reason == "timed out after 1 attempt to " + address_of(server));
+    CHECK(answer.records.empty());
+}
+
+TEST_CASE("AD bit from untrusted nameserver is insecure", "[dns][resolver]") {
+    Lab lab;
+    auto server = lab.add_server(
+        [](const wire::Message& query, Transport) {
+            auto reply = reply_to(query);
+            reply.authentic_data = true;
+            reply.answers = {"example.test. 300 IN MX 10 mx.example.test."};
+            return std::vector<wire::Bytes>{wire::encode_message(reply)};
+        },
+        asio::ip::make_address("127.0.0.2"));
+    tlsrelay::dns::ResolverOptions options;
+    options.nameservers = {server->nameserver()};
+    options.trusted_ad_networks = tlsrelay::dns::TrustedNetworks({asio::ip::make_network_v4("127.0.0.1/32")}, {});
+    tlsrelay::dns::Resolver resolver(lab.io.get_executor(), options);
+
+    auto answer = lab.run(resolver.query_mx("example.test"));
+
+    REQUIRE(answer.status == Status::ok);
+    CHECK_FALSE(answer.secure);
+}
+
+TEST_CASE("EDNS buffer size from the options", "[dns][resolver]") {
+    auto [configured, sent] = GENERATE(table<std::uint16_t, std::uint16_t>({{4096, 4096}, {512, 512}, {100, 512}}));
+    Lab lab;
+    auto server = lab.add_server(answer_with({"example.test. 300 IN A 192.0.2.1"}));
+    tlsrelay::dns::ResolverOptions options;
+    options.nameservers = {server->nameserver()};
+    options.edns_buffer_size = configured;
+    tlsrelay::dns::Resolver resolver(lab.io.get_executor(), options);
+
+    lab.run(resolver.query_a("example.test"));
+
+    REQUIRE(server->udp_queries.size() == 1);
+    CHECK(server->udp_queries[0].edns_udp_size == sent);
+}
+
+TEST_CASE("canonical name follows CNAMEs", "[dns][resolver]") {
+    Lab lab;
+    auto server = lab.add_server([](const wire::Message& query, Transport) {
+        auto reply = reply_to(query);
+        if (query.questions[0].name == "_25._tcp.alias.example.test") {
+            reply.answers = {"_25._tcp.alias.example.test. 300 IN CNAME _25._tcp.Target.Example.Test."};
+        } else {
+            reply.answers = {"_25._tcp.target.example.test. 300 IN TLSA 3 1 1 " + std::string(64, 'e')};
+        }
+        return std::vector<wire::Bytes>{wire::encode_message(reply)};
+    });
+    auto resolver = lab.resolver({server});
+
+    auto tlsa = lab.run(resolver.query_tlsa("_25._tcp.Alias.example.test."));
+    auto direct = lab.run(resolver.query_tlsa("_25._tcp.target.example.test"));
+
+    REQUIRE(tlsa.status == Status::ok);
+    CHECK(tlsa.canonical_name == "_25._tcp.target.example.test");
+    REQUIRE(tlsa.records.size() == 1);
+    CHECK(tlsa.records[0].usage == 3);
+    CHECK(tlsa.records[0].data == std::vector<unsigned char>(32, 0xee));
+    CHECK(direct.canonical_name == "_25._tcp.target.example.test");
+}
+
+TEST_CASE("tlsa_owner_name uses the port", "[dns][resolver]") {
+    CHECK(tlsrelay::dns::tlsa_owner_name("mx.example.test", 25) == "_25._tcp.mx.example.test");
+    CHECK(tlsrelay::dns::tlsa_owner_name("mx.example.test.", 2525) == "_2525._tcp.mx.example.test");
+}
+
+TEST_CASE("second lookup answered from cache", "[dns][resolver]") {
+    Lab lab;
+    auto server = lab.add_server([](const wire::Message& query, Transport) {
+        auto reply = reply_to(query);
+        reply.authentic_data = true;
+        reply.answers = {"example.test. 300 IN MX 10 mx.example.test."};
+        return std::vector<wire::Bytes>{wire::encode_message(reply)};
+    });
+    auto resolver = lab.resolver({server});
+
+    auto first = lab.run(resolver.query_mx("example.test"));
+    auto second = lab.run(resolver.query_mx("EXAMPLE.test."));
+
+    CHECK(server->udp_queries.size() == 1);
+    REQUIRE(second.status == Status::ok);
+    CHECK(second.secure);
+    REQUIRE(second.records.size() == 1);
+    CHECK(second.records[0].exchange == "mx.example.test");
+}
+
+TEST_CASE("cached reply expires after its TTL", "[dns][resolver]") {
+    Lab lab;
+    auto server = lab.add_server(answer_with({"example.test. 1 IN A 192.0.2.1"}));
+    auto resolver = lab.resolver({server});
+
+    lab.run(resolver.query_a("example.test"));
+    lab.run(resolver.query_a("example.test"));
+    CHECK(server->udp_queries.size() == 1);
+
+    std::this_thread::sleep_for(1100ms);
+    lab.run(resolver.query_a("example.test"));
+    CHECK(server->udp_queries.size() == 2);
+}
+
+TEST_CASE("NXDOMAIN and NODATA cached with SOA", "[dns][resolver]") {
+    auto rcode = GENERATE(wire::rcode_nxdomain, wire::rcode_noerror);
+    Lab lab;
+    auto server = lab.add_server([rcode](const wire::Message& query, Transport) {
+        auto reply = reply_to(query);
+        reply.rcode = rcode;
+        reply.authority = {"example.test. 300 IN SOA ns.example.test. admin.example.test. 1 3600 600 86400 300"};
+        return std::vector<wire::Bytes>{wire::encode_message(reply)};
+    });
+    auto resolver = lab.resolver({server});
+
+    auto first = lab.run(resolver.query_mx("missing.example.test"));
+    auto second = lab.run(resolver.query_mx("missing.example.test"));
+
+    auto expected = rcode == wire::rcode_nxdomain ? Status::nxdomain : Status::nodata;
+    CHECK(first.status == expected);
+    CHECK(second.status == expected);
+    CHECK(server->udp_queries.size() == 1);
+}
+
+TEST_CASE("negative reply without SOA asked again", "[dns][resolver]") {
+    Lab lab;
+    auto server = lab.add_server(answer_with({}, wire::rcode_nxdomain));
+    auto resolver = lab.resolver({server});
+
+    lab.run(resolver.query_mx("missing.example.test"));
+    auto second = lab.run(resolver.query_mx("missing.example.test"));
+
+    CHECK(second.status == Status::nxdomain);
+    CHECK(server->udp_queries.size() == 2);
+}
+
+TEST_CASE("temporary failure not cached", "[dns][resolver]") {
+    Lab lab;
+    int replies = 0;
+    auto server = lab.add_server([&replies](const wire::Message& query, Transport) {
+        auto reply = reply_to(query);
+        if (++replies == 1) {
+            reply.rcode = wire::rcode_servfail;
+        } else {
+            reply.answers = {"example.test. 300 IN A 192.0.2.1"};
+        }
+        return std::vector<wire::Bytes>{wire::encode_message(reply)};
+    });
+    auto resolver = lab.resolver({server}, 1000ms, 1);
+
+    auto first = lab.run(resolver.query_a("example.test"));
+    auto second = lab.run(resolver.query_a("example.test"));
+
+    CHECK(first.status == Status::temporary_failure);
+    CHECK(second.status == Status::ok);
+    CHECK(server->udp_queries.size() == 2);
 }

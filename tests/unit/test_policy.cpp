@@ -231,9 +231,9 @@ TEST_CASE("policy verdict table") {
         {"handshake failed", {"C", "C", "N:none", "N:none", "N:none", "N:none", "N:none"}},
         {"anonymous", {"D:anonymous", "D:anonymous", "D:anonymous", "N:anonymous", "N:anonymous", "N:anonymous", "N:anonymous"}},
         {"untrusted", {"D:untrusted", "D:untrusted", "D:untrusted", "N:untrusted", "N:untrusted", "N:untrusted", "N:untrusted"}},
-        {"trusted, other name", {"D:trusted", "D:trusted", "D:trusted", "N:trusted", "N:trusted", "N:trusted", "N:trusted"}},
-        {"verified host name", {"D:verified", "D:verified", "D:verified", "N:verified", "D:verified", "D:verified", "N:verified"}},
-        {"verified next-hop name", {"D:trusted", "D:trusted", "D:trusted", "N:trusted", "N:trusted", "D:verified", "N:verified"}},
+        {"trusted, other name", {"D:trusted", "D:trusted", "D:trusted", "N:trusted", "N:trusted", "N:trusted", "N:untrusted"}},
+        {"verified host name", {"D:verified", "D:verified", "D:verified", "N:verified", "D:verified", "D:verified", "N:untrusted"}},
+        {"verified next-hop name", {"D:trusted", "D:trusted", "D:trusted", "N:trusted", "N:trusted", "D:verified", "N:untrusted"}},
         {"DANE match", {"D:untrusted", "D:untrusted", "D:untrusted", "N:untrusted", "N:untrusted", "N:untrusted", "D:verified"}},
         {"fingerprint match", {"D:untrusted", "D:untrusted", "D:untrusted", "D:verified", "N:untrusted", "N:untrusted", "N:untrusted"}},
     };

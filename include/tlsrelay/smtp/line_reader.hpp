@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <string>
 
 #include <asio/awaitable.hpp>
@@ -23,6 +24,12 @@ struct Line {
     std::string text;  // without the line end
     LineEnd end = LineEnd::crlf;
 };
+
+// Takes the next line or piece from `buffer` starting at `start`, advancing
+// `start`; std::nullopt when the buffered bytes hold neither a full line nor
+// a full piece. The reader below uses it; it is separate so the splitting
+// rules can be tested and fuzzed without a stream.
+std::optional<Line> take_line(const std::string& buffer, std::size_t& start, std::size_t max_piece);
 
 class LineReader {
 public:
