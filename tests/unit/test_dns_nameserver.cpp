@@ -12,6 +12,7 @@
 #include <catch2/catch.hpp>
 
 #include "tlsrelay/dns/nameserver.hpp"
+#include "tlsrelay/dns/resolver.hpp"
 
 using tlsrelay::dns::Nameserver;
 using tlsrelay::dns::parse_nameserver;
@@ -132,4 +133,60 @@ TEST_CASE("read_resolv_conf on a missing file", "[dns][nameserver]") {
     std::filesystem::remove(path);
 
     CHECK(read_resolv_conf(path).empty());
+}
+
+TEST_CASE("parse_resolv_conf reads timeout and attempts", "[dns][nameserver]") {
+    auto conf = tlsrelay::dns::parse_resolv_conf("nameserver 127.0.0.53\n"
+                                                 "options edns0 timeout:3 attempts:4 rotate\n"
+                                                 "search example.test\n");
+
+    REQUIRE(conf.nameservers.size() == 1);
+    CHECK(conf.nameservers[0].address.to_string() == "127.0.0.53");
+    CHECK(conf.timeout == std::chrono::seconds(3));
+    CHECK(conf.attempts == 4);
+}
+
+TEST_CASE("parse_resolv_conf clamps options as glibc does", "[dns][nameserver]") {
+    auto high = tlsrelay::dns::parse_resolv_conf("options timeout:99 attempts:99999999999\n");
+    CHECK(high.timeout == std::chrono::seconds(30));
+    CHECK(high.attempts == 5);
+
+    auto low = tlsrelay::dns::parse_resolv_conf("options timeout:0 attempts:0\n");
+    CHECK(low.timeout == std::chrono::seconds(1));
+    CHECK(low.attempts == 1);
+}
+
+TEST_CASE("parse_resolv_conf takes the last option value", "[dns][nameserver]") {
+    auto conf = tlsrelay::dns::parse_resolv_conf("options timeout:2\n"
+                                                 "options timeout:7 # later lines win\n");
+    CHECK(conf.timeout == std::chrono::seconds(7));
+    CHECK_FALSE(conf.attempts.has_value());
+}
+
+TEST_CASE("parse_resolv_conf skips invalid options", "[dns][nameserver]") {
+    auto conf = tlsrelay::dns::parse_resolv_conf("options timeout: timeout:x attempts:-1 attempts:2a ndots:2\n"
+                                                 "; options timeout:9\n");
+    CHECK_FALSE(conf.timeout.has_value());
+    CHECK_FALSE(conf.attempts.has_value());
+    CHECK(conf.nameservers.empty());
+}
+
+TEST_CASE("apply_resolv_conf sets only what the file gives", "[dns][nameserver]") {
+    tlsrelay::dns::ResolverOptions options;
+    tlsrelay::dns::apply_resolv_conf(options, tlsrelay::dns::parse_resolv_conf("nameserver ::1\noptions attempts:3\n"));
+
+    REQUIRE(options.nameservers.size() == 1);
+    CHECK(options.nameservers[0].address.to_string() == "::1");
+    CHECK(options.attempts == 3);
+    CHECK(options.timeout == std::chrono::seconds(5));
+}
+
+TEST_CASE("read_resolv_conf_file reads options", "[dns][nameserver]") {
+    TempFile file("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n");
+
+    auto conf = tlsrelay::dns::read_resolv_conf_file(file.path());
+
+    CHECK(conf.nameservers.size() == 1);
+    CHECK(conf.timeout == std::chrono::seconds(1));
+    CHECK(conf.attempts == 1);
 }

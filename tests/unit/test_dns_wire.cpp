@@ -132,3 +132,52 @@ TEST_CASE("AD trust with a configured network list", "[dns][wire]") {
     CHECK_FALSE(trusted.contains(asio::ip::make_address("127.0.0.1")));
     CHECK_FALSE(trusted.contains(asio::ip::make_address("2001:db8:2::1")));
 }
+
+TEST_CASE("decode_message reads TLSA, TXT and SOA", "[dns][wire]") {
+    wire::MessageDraft draft;
+    draft.id = 9;
+    draft.questions = {{"_25._tcp.mx.example.test", wire::type_tlsa, wire::class_in}};
+    draft.answers = {
+        "_25._tcp.mx.example.test. 300 IN TLSA 3 1 1 0123456789abcdef",
+        "txt.example.test. 60 IN TXT \"v=STSv1; \" \"id=1\"",
+        "empty.example.test. 60 IN TXT \"\"",
+    };
+    draft.authority = {"example.test. 900 IN SOA ns.example.test. admin.example.test. 1 3600 600 86400 120"};
+
+    auto message = wire::decode_message(wire::encode_message(draft));
+
+    REQUIRE(message.has_value());
+    REQUIRE(message->answers.size() == 3);
+    const auto& tlsa = std::get<tlsrelay::dns::TlsaRecord>(message->answers[0].data);
+    CHECK(tlsa.usage == 3);
+    CHECK(tlsa.selector == 1);
+    CHECK(tlsa.matching_type == 1);
+    CHECK(tlsa.data == std::vector<unsigned char>{0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef});
+    CHECK(std::get<wire::TxtData>(message->answers[1].data).text == "v=STSv1; id=1");
+    CHECK(std::get<wire::TxtData>(message->answers[2].data).text == "");
+    REQUIRE(message->authority.size() == 1);
+    CHECK(message->authority[0].ttl == 900);
+    CHECK(std::get<wire::SoaData>(message->authority[0].data).minimum == 120);
+}
+
+TEST_CASE("decode_message rejects a TLSA record without data fields", "[dns][wire]") {
+    // Header with one question and one answer, then the question
+    // "x." TLSA IN and an answer "x." TLSA IN TTL 60 with 2 bytes of RDATA,
+    // one byte short of usage, selector and matching type.
+    wire::Bytes bytes{0x00, 0x01, 0x81, 0x80, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00,
+                      0x01, 'x',  0x00, 0x00, 0x34, 0x00, 0x01,
+                      0x01, 'x',  0x00, 0x00, 0x34, 0x00, 0x01, 0x00, 0x00, 0x00, 0x3c, 0x00, 0x02, 0x03, 0x01};
+
+    CHECK_FALSE(wire::decode_message(bytes).has_value());
+}
+
+TEST_CASE("encode_query advertises the given EDNS0 size", "[dns][wire]") {
+    auto bytes = wire::encode_query({"example.test", wire::type_a, wire::class_in}, 1, 512);
+    REQUIRE(bytes.has_value());
+
+    auto message = wire::decode_message(*bytes);
+
+    REQUIRE(message.has_value());
+    CHECK(message->edns_udp_size == 512);
+    CHECK(message->dnssec_ok);
+}
