@@ -107,7 +107,7 @@ public:
     }
 
 private:
-    // Connects, reads the greeting, says EHLO and sets up TLS as the plan
+    // Connects, reads the greeting, sends EHLO and sets up TLS as the plan
     // demands. Returns false when the host cannot be used.
     asio::awaitable<bool> open_session(bool use_tls) {
         result_.phase = Phase::connect;

@@ -85,17 +85,24 @@ asio::awaitable<void> Scheduler::run() {
     while (!stopped_) {
         auto now = Clock::now();
         auto next_wake = now + std::chrono::hours(1);
+        // Pick the due messages first and start them after the loop: a
+        // delivery that finishes without waiting (a DNS answer from the
+        // cache, a bounce) erases its entry while it runs.
+        std::vector<std::string> due;
         for (auto& [id, entry] : entries_) {
             if (entry.busy) {
                 continue;
             }
-            if (entry.next_attempt <= now && active_ < settings_.max_parallel_deliveries) {
+            if (entry.next_attempt <= now && active_ + due.size() < settings_.max_parallel_deliveries) {
                 entry.busy = true;
-                ++active_;
-                asio::co_spawn(executor_, deliver(id), asio::detached);
+                due.push_back(id);
             } else {
                 next_wake = std::min(next_wake, std::max(entry.next_attempt, now + std::chrono::milliseconds(10)));
             }
+        }
+        for (auto& id : due) {
+            ++active_;
+            asio::co_spawn(executor_, deliver(std::move(id)), asio::detached);
         }
 
         wake_.expires_at(next_wake);

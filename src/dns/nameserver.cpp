@@ -100,8 +100,9 @@ std::optional<int> option_value(std::string_view option, std::string_view name, 
     if (!option.starts_with(name)) {
         return std::nullopt;
     }
+    // An unsigned parse rejects a sign, so "attempts:-1" is invalid.
     std::string_view digits = option.substr(name.size());
-    int value = 0;
+    unsigned value = 0;
     auto [stop, error] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
     if (digits.empty() || stop != digits.data() + digits.size()) {
         return std::nullopt;
@@ -109,7 +110,7 @@ std::optional<int> option_value(std::string_view option, std::string_view name, 
     if (error == std::errc::result_out_of_range) {
         return max;
     }
-    return std::clamp(value, min, max);
+    return static_cast<int>(std::clamp(value, static_cast<unsigned>(min), static_cast<unsigned>(max)));
 }
 
 void parse_options(std::istringstream& words, ResolvConf& conf) {

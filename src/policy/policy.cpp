@@ -145,10 +145,10 @@ HostPlan skip_host(HostPlan plan, std::string reason) {
     return plan;
 }
 
-// Applies RFC 7672 section 2.2 to the DNS facts: usable TLSA records make
-// TLS mandatory and authenticated by them, unusable ones make it mandatory
-// and unauthenticated, and anything short of a secure TLSA RRset makes
-// opportunistic DANE fall back to may, where dane-only gives up the host.
+// Applies RFC 7672 section 2.2 to the DNS facts. Usable TLSA records make
+// TLS mandatory and authenticated by them, and unusable ones make it
+// mandatory and unauthenticated. Anything short of a secure TLSA RRset
+// makes dane fall back to may, and dane-only give up the host.
 HostPlan plan_dane(HostPlan plan, const Policy& policy, const Destination& destination, const DnsFacts& dns,
                    const Settings& settings) {
     const bool dane_only = policy.level == Level::dane_only;
@@ -207,7 +207,7 @@ HostPlan plan_dane(HostPlan plan, const Policy& policy, const Destination& desti
     // RFC 7672 section 8.1: SNI carries the TLSA base domain.
     plan.sni = base;
     // RFC 7672 section 3.2.2: a DANE-TA certificate must name the TLSA base
-    // domain or the MX host name; the next-hop domain and explicit match
+    // domain or the MX host name. The next-hop domain and explicit match
     // names are accepted too.
     plan.reference_names = {base};
     for (const auto& name : {destination.host, destination.nexthop}) {

@@ -88,8 +88,8 @@ bool issued_by(const Der& subject, const Der& issuer) {
     if (!store || !context) {
         return false;
     }
-    // A certificate that is not a CA is refused here, which is the
-    // right answer for an issuer too.
+    // wolfSSL rejects a certificate that is not a CA here, which is the
+    // right result for an issuer too.
     if (wolfSSL_X509_STORE_add_cert(store.get(), issuer_x509.get()) != WOLFSSL_SUCCESS) {
         return false;
     }
@@ -131,8 +131,8 @@ bool chains_to_anchor(const std::vector<Der>& chain, const Der& anchor) {
 
 // The certificates a DANE-TA record can designate: those the server sent
 // above the leaf, and the record's own certificate when it carries one in
-// full (2 0 0), because servers may omit the trust anchor from the chain
-// (RFC 7671 section 5.2.2).
+// full (2 0 0). Servers may omit the trust anchor from the chain (RFC 7671
+// section 5.2.2).
 std::vector<Der> trust_anchor_candidates(const TlsaRecord& record, const std::vector<Der>& chain) {
     std::vector<Der> anchors;
     std::size_t length = std::min(chain.size(), max_chain_length);

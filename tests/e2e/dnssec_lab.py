@@ -3,7 +3,7 @@ ldns-keygen and ldns-signzone, and Unbound validates with their DS records
 as trust anchors.
 
 Signatures over the TLSA records of the names in `bogus_tlsa` are
-corrupted, so Unbound answers SERVFAIL for them. Names outside the lab's
+corrupted, so Unbound replies SERVFAIL for them. Names outside the lab's
 zones go to a closed port on 127.0.0.1, so no query leaves the machine.
 Both servers are stopped by PID (lab.ManagedProcess).
 """

@@ -153,6 +153,9 @@ class PolicyMatrix(unittest.TestCase):
                 tlsa = "2 0 1 " + openssl_digest(cls.ca.cert_path, 0)
             if tlsa:
                 records.append(f"_{cls.mx_port}._tcp.mx.{relative} TLSA {tlsa}")
+        if zone == ZONE:
+            # The relay listens on 127.0.0.1, so this MX points back at it.
+            records += ["loop MX 10 mx.loop", "mx.loop A 127.0.0.1"]
         return records
 
     def run_level(self, level):
@@ -184,8 +187,8 @@ class PolicyMatrix(unittest.TestCase):
                     trust = expected.split("/")[1].capitalize()
                     relay.wait_for_log(tls_session_pattern(trust, f"mx.{domain}", address, self.mx_port), 5)
 
-        # Nothing arrives where the policy deferred, and what arrived came
-        # over TLS exactly when the log says so.
+        # Nothing arrives where the policy deferred, and a message arrived
+        # over TLS exactly when the log reports TLS.
         for scenario, recipient in recipients.items():
             with self.subTest(scenario=scenario, level=level, check="receiver"):
                 expected = EXPECTED[scenario][column]
@@ -222,6 +225,18 @@ class PolicyMatrix(unittest.TestCase):
                            r"DANE TLSA 3 1 1 matched the leaf certificate", 5)
         relay.wait_for_log(r"TLS trust for mx\.ta\.dane\.test\[127\.0\.0\.42\]:\d+: verified, "
                            r"DANE TLSA 2 0 1 matched the trust anchor", 5)
+
+    def test_mail_loop_bounces(self):
+        relay = lab.Relay(self.lab_dir / "relay-loop", lab.relay_binary(), nameserver_port=self.dns.port,
+                          ca_file=self.ca.cert_path, mx_port=self.mx_port)
+        self.addCleanup(relay.stop)
+        relay.start()
+        result = lab.swaks("127.0.0.1", relay.port, SENDER, [f"user@loop.{ZONE}"], tls=False)
+        self.assertEqual(result.returncode, 0, result.describe())
+        match = relay.wait_for_log(delivery_pattern(f"user@loop.{ZONE}"), DELIVERY_TIMEOUT)
+        self.assertEqual(match.group("status"), "bounced", match.group(0))
+        self.assertEqual(match.group("dsn"), "5.4.6")
+        self.assertEqual(match.group("reason"), f"mail for loop.{ZONE} loops back to myself")
 
     def test_level_dane_only(self):
         self.run_level("dane-only")

@@ -320,3 +320,54 @@ TEST_CASE("config TLS policy errors") {
           "command_timeout, connect_timeout, port, relayhost, tls_CAfile, tls_CApath, "
           "tls_dane_insecure_mx_policy, tls_policy, tls_policy_maps, tls_security_level");
 }
+
+TEST_CASE("config dns defaults", "[config][dns]") {
+    auto config = parse("", file);
+    CHECK(config.dns.nameservers.empty());
+    CHECK_FALSE(config.dns.timeout.has_value());
+    CHECK_FALSE(config.dns.attempts.has_value());
+    REQUIRE(config.dns.trusted_ad_networks.size() == 2);
+    CHECK(config.dns.trusted_ad_networks[0].address.to_string() == "127.0.0.0");
+    CHECK(config.dns.trusted_ad_networks[0].prefix_length == 8);
+    CHECK(config.dns.trusted_ad_networks[1].address.to_string() == "::1");
+    CHECK(config.dns.trusted_ad_networks[1].prefix_length == 128);
+    CHECK(config.dns.edns_buffer_size == 1232);
+    CHECK(config.dns.cache_size == 10000);
+}
+
+TEST_CASE("config dns keys", "[config][dns]") {
+    auto config = parse(R"([dns]
+nameservers = ["127.0.0.1:5353"]
+timeout = "2s"
+attempts = 3
+trusted_ad_networks = ["10.53.0.0/16", "[fd00::53]/128"]
+edns_buffer_size = 512
+cache_size = 0
+)", file);
+    CHECK(config.dns.timeout == std::chrono::seconds(2));
+    CHECK(config.dns.attempts == 3);
+    REQUIRE(config.dns.trusted_ad_networks.size() == 2);
+    CHECK(config.dns.trusted_ad_networks[0].contains(asio::ip::make_address("10.53.1.1")));
+    CHECK_FALSE(config.dns.trusted_ad_networks[0].contains(asio::ip::make_address("127.0.0.1")));
+    CHECK(config.dns.trusted_ad_networks[1].contains(asio::ip::make_address("fd00::53")));
+    CHECK(config.dns.edns_buffer_size == 512);
+    CHECK(config.dns.cache_size == 0);
+
+    auto untrusting = parse("[dns]\ntrusted_ad_networks = []\n", file);
+    CHECK(untrusting.dns.trusted_ad_networks.empty());
+}
+
+TEST_CASE("config dns errors", "[config][dns]") {
+    CHECK(error_of("[dns]\nresolver = \"127.0.0.1\"\n") ==
+          "/etc/tlsrelay/test.toml:2: unknown key dns.resolver = \"127.0.0.1\": accepted keys in [dns] are "
+          "attempts, cache_size, edns_buffer_size, nameservers, timeout, trusted_ad_networks");
+    CHECK(error_of("[dns]\ntrusted_ad_networks = [\"localhost\"]\n") ==
+          "/etc/tlsrelay/test.toml:2: invalid dns.trusted_ad_networks entry \"localhost\": expected a list of "
+          "networks such as \"127.0.0.0/8\" or \"[::1]/128\"");
+    CHECK(error_of("[dns]\nedns_buffer_size = 511\n") ==
+          "/etc/tlsrelay/test.toml:2: invalid dns.edns_buffer_size 511: expected an integer from 512 to 4096");
+    CHECK(error_of("[dns]\nedns_buffer_size = 65535\n") ==
+          "/etc/tlsrelay/test.toml:2: invalid dns.edns_buffer_size 65535: expected an integer from 512 to 4096");
+    CHECK(error_of("[dns]\ncache_size = -1\n") ==
+          "/etc/tlsrelay/test.toml:2: invalid dns.cache_size -1: expected an integer from 0 to 1000000");
+}

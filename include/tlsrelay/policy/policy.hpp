@@ -70,8 +70,8 @@ struct Policy {
 // nullopt unless it is a 32-byte (SHA-256) digest.
 std::optional<std::string> normalize_fingerprint(std::string_view text);
 
-// Where a message is going: the next-hop domain (or relayhost name) and the
-// MX host being tried.
+// The destination of one attempt: the next-hop domain (or relayhost name)
+// and the MX host being tried.
 struct Destination {
     std::string nexthop;  // "example.com", or the relayhost's host name
     std::string host;     // MX host name (or relayhost), lower case
@@ -137,7 +137,7 @@ struct HostPlan {
     std::vector<std::string> fingerprints;
     unsigned protocols = all_protocols;
     std::string protocols_text;
-    // How the DNS facts changed the level, for the log; empty when they did not.
+    // Log text on the level change the DNS facts caused; empty when none did.
     std::string note;
 };
 
@@ -169,7 +169,7 @@ struct TlsFacts {
 struct Verdict {
     Action action = Action::deliver;
     Trust trust = Trust::none;
-    // How the trust was reached, e.g. "CA verified, name matched
+    // Explanation of the trust, e.g. "CA verified, name matched
     // mx.example.com" or "DANE TLSA 3 1 1 matched the leaf certificate".
     std::string how;
     std::string reason;  // why the session is not acceptable; empty when it is

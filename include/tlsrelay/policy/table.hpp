@@ -23,7 +23,7 @@ public:
 
 // Validates the parts of one entry and builds the policy. Returns nullopt
 // and sets `error` (without a location) on the first invalid part.
-// `match` holds names or keywords; `fingerprints` SHA-256 digests.
+// `match` contains names or keywords, `fingerprints` SHA-256 digests.
 std::optional<Policy> build_policy(std::string_view level, const std::vector<std::string>& match,
                                    const std::vector<std::string>& fingerprints, std::string_view protocols,
                                    std::string_view ciphers, std::string& error);

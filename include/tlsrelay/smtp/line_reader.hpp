@@ -41,6 +41,10 @@ public:
     // True when bytes the peer sent are waiting in the buffer, e.g. commands
     // pipelined after STARTTLS that must not be honoured after the handshake.
     bool has_buffered() const { return start_ < buffer_.size(); }
+    // True when read_line() would return without reading from the stream.
+    bool has_line() const {
+        return buffer_.find('\n', start_) != std::string::npos || buffer_.size() - start_ >= max_piece_;
+    }
     void discard_buffered();
 
     // Raw access for binary framing (PROXY protocol v2, BDAT chunks):

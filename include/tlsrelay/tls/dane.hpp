@@ -53,10 +53,10 @@ CertificateDigests certificate_digests(const Der& certificate);
 
 struct DaneMatch {
     bool matched = false;
-    // How the chain was authenticated, e.g. "DANE TLSA 3 1 1 matched the
-    // leaf certificate"; empty when nothing matched.
+    // Explanation of the match, e.g. "DANE TLSA 3 1 1 matched the leaf
+    // certificate"; empty when nothing matched.
     std::string how;
-    // Why no record authenticated the chain; empty when one did.
+    // Reason no record authenticated the chain; empty when one did.
     std::string reason;
 };
 
