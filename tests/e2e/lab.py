@@ -606,8 +606,22 @@ class Relay:
         }
 
     def stop(self):
-        if self.process:
-            self.process.stop()
+        """Stop the relay; fail when it did not exit cleanly or a sanitizer reported a problem.
+
+        A clean stop is exit status 0 after SIGTERM. In the sanitizer build,
+        AddressSanitizer, LeakSanitizer and UBSan write their reports to the
+        relay's stderr, which is the log checked here.
+        """
+        if not self.process:
+            return
+        self.process.stop()
+        log = self.log_text()
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            if marker in log:
+                raise AssertionError(f"tlsrelay's log has a sanitizer report ({marker}):\n{tail(self.log_path, 60)}")
+        status = self.process.popen.returncode
+        if status != 0:
+            raise AssertionError(f"expected tlsrelay to exit with status 0 after SIGTERM.\n{self.process.describe_exit()}")
 
 
 # ---------------------------------------------------------------------------
