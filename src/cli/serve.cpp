@@ -250,16 +250,20 @@ int run(const config::Config& config) {
 
 int serve(const std::vector<std::string>& arguments) {
     auto file = config_argument(arguments);
-    if (!file) {
-        std::fputs("tlsrelay: serve needs --config FILE\n", stderr);
-        return 2;
-    }
 
     // A peer closing the connection must not kill the process with SIGPIPE.
     ::signal(SIGPIPE, SIG_IGN);
 
     try {
-        auto config = config::load(*file);
+        auto environment = config::process_environment();
+        if (!file) {
+            // A container sidecar may run from TLSRELAY_* variables alone;
+            // relative paths then start at the working directory.
+            auto config = config::parse("", fs::current_path() / "tlsrelay.toml", environment);
+            log::info("no --config given: using the built-in defaults and TLSRELAY_* variables");
+            return run(config);
+        }
+        auto config = config::load(*file, environment);
         return run(config);
     } catch (const config::ConfigError& error) {
         std::fprintf(stderr, "tlsrelay: %s\n", error.what());

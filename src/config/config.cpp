@@ -52,13 +52,29 @@ class Reader {
 public:
     Reader(Config& config, fs::path file) : config_(config), file_(std::move(file)) {}
 
+    // Nodes that came from environment variables, with the variable's
+    // name, because toml++ keeps no source position for inserted nodes.
+    void set_origins(const std::map<const toml::node*, std::string>* origins) { origins_ = origins; }
+
     [[noreturn]] void fail_value(const toml::node& node, const std::string& key, const std::string& accepted) const {
         throw ConfigError(where(node) + ": invalid " + key + " " + describe(node) + ": expected " + accepted);
     }
 
     std::string where(const toml::node& node) const {
-        std::string text = file_.string();
+        if (origins_) {
+            if (auto origin = origins_->find(&node); origin != origins_->end()) {
+                return "environment variable " + origin->second;
+            }
+        }
         const auto& source = node.source();
+        if (source.path && *source.path != file_.string()) {
+            std::string text = *source.path;
+            if (source.begin.line > 0) {
+                text += ":" + std::to_string(source.begin.line);
+            }
+            return text;
+        }
+        std::string text = file_.string();
         if (source.begin.line > 0) {
             text += ":" + std::to_string(source.begin.line);
         }
@@ -301,6 +317,27 @@ public:
                 fail_value(node, key, "a table [" + name + "]");
             }
             read_table(*table, name, (this->*handlers)(target));
+        };
+    }
+
+    // Every key by section ("" for the top level), for environment
+    // overrides and the documentation check.
+    std::map<std::string, std::vector<std::string>> schema() const {
+        Config scratch;
+        Reader reader(scratch, file_);
+        auto names = [](const std::map<std::string, Handler>& handlers) {
+            std::vector<std::string> keys;
+            for (const auto& [name, handler] : handlers) {
+                keys.push_back(name);
+            }
+            return keys;
+        };
+        return {
+            {"", names(reader.top_level())},
+            {"smtpd", names(reader.smtpd_keys(scratch.smtpd))},
+            {"smtp", names(reader.smtp_keys(scratch.smtp))},
+            {"dns", names(reader.dns_keys(scratch.dns))},
+            {"queue", names(reader.queue_keys(scratch.queue))},
         };
     }
 
@@ -582,6 +619,7 @@ public:
 private:
     Config& config_;
     fs::path file_;
+    const std::map<const toml::node*, std::string>* origins_ = nullptr;
 };
 
 Config defaults(const fs::path& file) {
@@ -616,20 +654,147 @@ void check_consistency(const Config& config) {
     }
 }
 
-}  // namespace
-
-Config parse(std::string_view toml_text, const fs::path& file) {
-    toml::table root;
+toml::table parse_toml(std::string_view text, const std::string& source) {
     try {
-        root = toml::parse(toml_text, file.string());
+        return toml::parse(text, source);
     } catch (const toml::parse_error& error) {
         const auto& begin = error.source().begin;
-        throw ConfigError(file.string() + ":" + std::to_string(begin.line) + ":" + std::to_string(begin.column) +
+        throw ConfigError(source + ":" + std::to_string(begin.line) + ":" + std::to_string(begin.column) +
                           ": TOML syntax error: " + std::string(error.description()));
+    }
+}
+
+std::string lower(std::string text) {
+    std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return text;
+}
+
+// Reads one variable's value as a TOML value; text that is not valid TOML
+// (a host name, a level) is taken as a plain string.
+toml::table value_table(const std::string& name, const std::string& value) {
+    const std::string source = "environment variable " + name;
+    try {
+        return toml::parse("value = " + value, source);
+    } catch (const toml::parse_error&) {
+        toml::table table;
+        table.insert("value", value);
+        return table;
+    }
+}
+
+// Records `node` and everything inside it as coming from `variable`.
+void record_origin(const toml::node& node, const std::string& variable,
+                   std::map<const toml::node*, std::string>& origins) {
+    origins[&node] = variable;
+    if (const auto* table = node.as_table()) {
+        for (const auto& [key, child] : *table) {
+            record_origin(child, variable, origins);
+        }
+    } else if (const auto* array = node.as_array()) {
+        for (const auto& child : *array) {
+            record_origin(child, variable, origins);
+        }
+    }
+}
+
+// Merges `overlay` into `base`: tables merge key by key, arrays of tables
+// are appended (so a fragment adds policy or listener entries), and any
+// other value replaces the one in `base`. Merged nodes are recorded as
+// coming from `variable`.
+void merge(toml::table& base, const toml::table& overlay, const std::string& variable,
+           std::map<const toml::node*, std::string>& origins) {
+    for (const auto& [key, node] : overlay) {
+        auto* existing = base.get(key);
+        if (existing && existing->is_table() && node.is_table()) {
+            merge(*existing->as_table(), *node.as_table(), variable, origins);
+        } else if (existing && existing->is_array_of_tables() && node.is_array_of_tables()) {
+            for (const auto& item : *node.as_array()) {
+                existing->as_array()->push_back(item);
+                record_origin(existing->as_array()->back(), variable, origins);
+            }
+        } else {
+            base.insert_or_assign(key, node);
+            record_origin(*base.get(key), variable, origins);
+        }
+    }
+}
+
+void apply_environment(toml::table& root, const Environment& environment,
+                       const std::map<std::string, std::vector<std::string>>& schema,
+                       std::map<const toml::node*, std::string>& origins) {
+    constexpr std::string_view prefix = "TLSRELAY_";
+    for (const auto& [name, value] : environment) {
+        if (name == fragment_variable) {
+            merge(root, parse_toml(value, name), name, origins);
+        }
+    }
+    for (const auto& [name, value] : environment) {
+        if (name.rfind(prefix, 0) != 0 || name == fragment_variable) {
+            continue;
+        }
+
+        // TLSRELAY_KEY or TLSRELAY_SECTION__KEY, matched case-insensitively.
+        std::string rest = lower(name.substr(prefix.size()));
+        auto separator = rest.find("__");
+        std::string section = separator == std::string::npos ? "" : rest.substr(0, separator);
+        std::string key = separator == std::string::npos ? rest : rest.substr(separator + 2);
+        auto keys = schema.find(section);
+        const std::string where = "environment variable " + name;
+        if (keys == schema.end() || section.empty() != (separator == std::string::npos)) {
+            throw ConfigError(where + ": unknown section \"" + section +
+                              "\": use TLSRELAY_KEY for top-level keys or TLSRELAY_SECTION__KEY with a section of "
+                              "smtpd, smtp, dns, queue");
+        }
+        auto match = std::find_if(keys->second.begin(), keys->second.end(),
+                                  [&key](const std::string& candidate) { return lower(candidate) == key; });
+        if (match == keys->second.end() || (section.empty() && schema.count(*match) > 0)) {
+            throw ConfigError(where + ": unknown key " + (section.empty() ? key : section + "." + key));
+        }
+
+        auto parsed = value_table(name, value);
+        toml::table* target = &root;
+        if (!section.empty()) {
+            if (!root.contains(section)) {
+                root.insert(section, toml::table{});
+            }
+            target = root.get(section)->as_table();
+            if (target == nullptr) {
+                throw ConfigError(where + ": " + section + " is not a table in the configuration file");
+            }
+        }
+        target->insert_or_assign(*match, *parsed.get("value"));
+        record_origin(*target->get(*match), name, origins);
+    }
+}
+
+}  // namespace
+
+std::vector<std::string> known_keys() {
+    Config scratch;
+    Reader reader(scratch, "");
+    std::vector<std::string> keys;
+    for (const auto& [section, names] : reader.schema()) {
+        for (const auto& name : names) {
+            if (section.empty() && reader.schema().count(name) > 0) {
+                continue;
+            }
+            keys.push_back(section.empty() ? name : section + "." + name);
+        }
+    }
+    return keys;
+}
+
+Config parse(std::string_view toml_text, const fs::path& file, const Environment& environment) {
+    toml::table root = parse_toml(toml_text, file.string());
+    std::map<const toml::node*, std::string> origins;
+    {
+        Config scratch;
+        apply_environment(root, environment, Reader(scratch, file).schema(), origins);
     }
 
     Config config = defaults(file);
     Reader reader(config, file);
+    reader.set_origins(&origins);
     reader.read_table(root, "", reader.top_level());
     if (config.myhostname.empty()) {
         config.myhostname = system_host_name();
@@ -638,14 +803,26 @@ Config parse(std::string_view toml_text, const fs::path& file) {
     return config;
 }
 
-Config load(const fs::path& file) {
+Config load(const fs::path& file, const Environment& environment) {
     std::ifstream in(file, std::ios::binary);
     if (!in) {
         throw ConfigError(file.string() + ": cannot read configuration file: " + std::strerror(errno));
     }
     std::ostringstream text;
     text << in.rdbuf();
-    return parse(text.str(), fs::absolute(file).lexically_normal());
+    return parse(text.str(), fs::absolute(file).lexically_normal(), environment);
+}
+
+Environment process_environment() {
+    Environment environment;
+    for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
+        std::string_view text(*entry);
+        auto equals = text.find('=');
+        if (text.rfind("TLSRELAY_", 0) == 0 && equals != std::string_view::npos) {
+            environment.emplace_back(std::string(text.substr(0, equals)), std::string(text.substr(equals + 1)));
+        }
+    }
+    return environment;
 }
 
 }  // namespace tlsrelay::config

@@ -13,7 +13,7 @@ Route failure(Route::Status status, std::string dsn, std::string reason) {
     return route;
 }
 
-// A host with its address lookups done. `temporary_failure` holds the reason
+// A host with its address lookups done. `temporary_failure` contains the reason
 // when a lookup failed temporarily, so the caller can defer instead of
 // bouncing.
 struct ResolvedHost {

@@ -549,8 +549,11 @@ class Relay:
 
     def start(self, timeout=START_TIMEOUT):
         """Start the relay and wait until its SMTP port accepts connections."""
+        # TLSRELAY_* variables override the relay's configuration, so the
+        # test harness's own (TLSRELAY_BIN) must not reach it.
+        environment = {name: value for name, value in os.environ.items() if not name.startswith("TLSRELAY_")}
         self.process = ManagedProcess(
-            "tlsrelay", [self.binary, "serve", "--config", self.config_path], self.directory
+            "tlsrelay", [self.binary, "serve", "--config", self.config_path], self.directory, env=environment
         )
         self.log_path = self.process.stderr_path
 

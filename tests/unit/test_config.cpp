@@ -371,3 +371,63 @@ TEST_CASE("config dns errors", "[config][dns]") {
     CHECK(error_of("[dns]\ncache_size = -1\n") ==
           "/etc/tlsrelay/test.toml:2: invalid dns.cache_size -1: expected an integer from 0 to 1000000");
 }
+
+TEST_CASE("config environment overrides keys", "[config]") {
+    tlsrelay::config::Environment environment{
+        {"TLSRELAY_MYHOSTNAME", "sidecar.example.net"},
+        {"TLSRELAY_SMTP__TLS_SECURITY_LEVEL", "verify"},
+        {"tlsrelay_smtpd__listen", "[\"0.0.0.0:25\"]"},
+        {"TLSRELAY_SMTP__TLS_CAFILE", "/etc/ssl/ca.pem"},
+        {"TLSRELAY_SMTP__PORT", "2525"},
+        {"TLSRELAY_CONFIG_TOML", "[[smtpd.listener]]\naddress = \"127.0.0.1:587\"\nauth_required = true\n"},
+        {"OTHER_VARIABLE", "ignored"},
+    };
+    // Names are matched case-insensitively, so the lower-case one counts too.
+    for (auto& entry : environment) {
+        if (entry.first == "tlsrelay_smtpd__listen") {
+            entry.first = "TLSRELAY_smtpd__LISTEN";
+        }
+    }
+    auto config = parse("myhostname = \"file.example.net\"\n[smtp]\nport = 25\n", file, environment);
+    CHECK(config.myhostname == "sidecar.example.net");
+    CHECK(config.smtp.tls_security_level == tlsrelay::policy::Level::verify);
+    REQUIRE(config.smtpd.listen.size() == 1);
+    CHECK(config.smtpd.listen[0].address().to_string() == "0.0.0.0");
+    CHECK(config.smtp.tls_CAfile == "/etc/ssl/ca.pem");
+    CHECK(config.smtp.port == 2525);
+    REQUIRE(config.smtpd.listeners.size() == 1);
+    CHECK(config.smtpd.listeners[0].auth_required);
+}
+
+TEST_CASE("config environment errors name the variable", "[config]") {
+    auto error_with = [](const char* name, const char* value) {
+        try {
+            parse("", file, {{name, value}});
+        } catch (const ConfigError& error) {
+            return std::string(error.what());
+        }
+        return std::string("(no error)");
+    };
+    CHECK(error_with("TLSRELAY_SMTP__PORT", "99999") ==
+          "environment variable TLSRELAY_SMTP__PORT: invalid smtp.port 99999: expected an integer from 1 to 65535");
+    CHECK(error_with("TLSRELAY_SMTP__TLS_LEVEL", "verify") ==
+          "environment variable TLSRELAY_SMTP__TLS_LEVEL: unknown key smtp.tls_level");
+    CHECK(error_with("TLSRELAY_MAIL__PORT", "25") ==
+          "environment variable TLSRELAY_MAIL__PORT: unknown section \"mail\": use TLSRELAY_KEY for top-level keys or "
+          "TLSRELAY_SECTION__KEY with a section of smtpd, smtp, dns, queue");
+    CHECK(error_with("TLSRELAY_SMTPD", "5") == "environment variable TLSRELAY_SMTPD: unknown key smtpd");
+    CHECK(error_with("TLSRELAY_CONFIG_TOML", "[smtpd") ==
+          "TLSRELAY_CONFIG_TOML:1:7: TOML syntax error: Error while parsing table header: encountered end-of-file");
+}
+
+TEST_CASE("config known keys are all documented", "[config]") {
+    std::ifstream shipped(std::filesystem::path(TLSRELAY_SOURCE_DIR) / "conf/tlsrelay.toml");
+    std::string text((std::istreambuf_iterator<char>(shipped)), {});
+    for (const auto& key : tlsrelay::config::known_keys()) {
+        auto name = key.substr(key.rfind('.') + 1);
+        INFO("key " << key << " is missing from conf/tlsrelay.toml");
+        // Arrays of tables are shown as commented [[section.name]] examples.
+        bool documented = text.find(name + " =") != std::string::npos || text.find("[[" + key + "]]") != std::string::npos;
+        CHECK(documented);
+    }
+}

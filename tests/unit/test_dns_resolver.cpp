@@ -541,7 +541,7 @@ TEST_CASE("reply from another address ignored", "[dns][resolver]") {
     Lab lab;
     // A second socket on another loopback address sends a well-formed reply
     // with the right id and question to the resolver's source port. The
-    // resolver's connected socket never sees it, and the real server stays
+    // resolver's connected socket never receives it, and the real server stays
     // silent, so the lookup times out instead of taking the forged records.
     asio::ip::udp::socket spoofer(lab.io, {asio::ip::make_address("127.0.0.2"), 0});
     auto server = lab.add_server(drop);

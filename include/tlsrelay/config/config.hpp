@@ -9,6 +9,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <asio/ip/tcp.hpp>
@@ -119,11 +120,27 @@ struct Config {
     Queue queue;
 };
 
+// Variables that override configuration keys, as (name, value) pairs.
+// TLSRELAY_KEY sets a top-level key and TLSRELAY_SECTION__KEY a key in a
+// section; names match case-insensitively and each value is read as a
+// TOML value, or as a plain string when it is not one. TLSRELAY_CONFIG_TOML
+// holds a TOML fragment merged after the file, with arrays of tables (such
+// as [[smtpd.listener]]) appended. Variables override the file; the
+// fragment is applied before single keys.
+using Environment = std::vector<std::pair<std::string, std::string>>;
+inline constexpr const char* fragment_variable = "TLSRELAY_CONFIG_TOML";
+
+// The TLSRELAY_* variables of this process.
+Environment process_environment();
+
+// Every configuration key as "key" or "section.key".
+std::vector<std::string> known_keys();
+
 // Reads and validates a TOML file; raises ConfigError on the first problem.
-Config load(const std::filesystem::path& file);
+Config load(const std::filesystem::path& file, const Environment& environment = {});
 
 // The same for TOML text, with `file` used in messages and as the base of
 // relative paths.
-Config parse(std::string_view toml_text, const std::filesystem::path& file);
+Config parse(std::string_view toml_text, const std::filesystem::path& file, const Environment& environment = {});
 
 }  // namespace tlsrelay::config
