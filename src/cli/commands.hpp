@@ -8,6 +8,13 @@ namespace tlsrelay::cli {
 // Runs the relay in the foreground until SIGINT or SIGTERM; returns the exit status.
 int serve(const std::vector<std::string>& arguments);
 
+// Submits a message from standard input to the local relay, with
+// sendmail(1)'s options; returns a sysexits.h status.
+int sendmail(const std::vector<std::string>& arguments);
+
+// Exits 0 when the local relay answers with a 220 greeting.
+int healthcheck(const std::vector<std::string>& arguments);
+
 // Adds or changes an SMTP AUTH user; returns the exit status.
 int passwd(const std::vector<std::string>& arguments);
 

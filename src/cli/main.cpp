@@ -13,6 +13,10 @@ const char* usage_text =
     "commands:\n"
     "  serve [--config FILE] run the relay in the foreground (SIGINT or SIGTERM stops it);\n"
     "                        TLSRELAY_SECTION__KEY variables override configuration keys\n"
+    "  sendmail [-t] [-i] [-f SENDER] [--config FILE] [RECIPIENT...]\n"
+    "                        submit a message from standard input to the local relay\n"
+    "  healthcheck [--config FILE]\n"
+    "                        exit 0 when the local relay answers with a 220 greeting\n"
     "  passwd USER (--file USERS_FILE | --config FILE)\n"
     "                        add or change an SMTP AUTH user; the password is read from standard input\n"
     "  version               print the version\n"
@@ -22,6 +26,11 @@ const char* usage_text =
 
 int main(int argc, char** argv) {
     std::vector<std::string> arguments(argv + 1, argv + argc);
+    // Installed as /usr/sbin/sendmail (a symbolic link), it acts as sendmail.
+    std::string program = argv[0];
+    if (program.substr(program.rfind('/') + 1) == "sendmail") {
+        return tlsrelay::cli::sendmail(arguments);
+    }
     if (arguments.empty()) {
         std::fputs(usage_text, stderr);
         return 2;
@@ -31,6 +40,12 @@ int main(int argc, char** argv) {
     arguments.erase(arguments.begin());
     if (command == "serve") {
         return tlsrelay::cli::serve(arguments);
+    }
+    if (command == "sendmail") {
+        return tlsrelay::cli::sendmail(arguments);
+    }
+    if (command == "healthcheck") {
+        return tlsrelay::cli::healthcheck(arguments);
     }
     if (command == "passwd") {
         return tlsrelay::cli::passwd(arguments);

@@ -199,8 +199,9 @@ int run(const config::Config& config) {
     scheduler_settings.policy_table = config.smtp.tls_policy;
     scheduler_settings.policy_settings.dane_insecure_mx = config.smtp.tls_dane_insecure_mx;
     scheduler_settings.own_names = {config.myhostname};
-    for (const auto& endpoint : config.smtpd.listen) {
-        scheduler_settings.own_addresses.push_back(endpoint.address());
+    scheduler_settings.own_endpoints = config.smtpd.listen;
+    for (const auto& listener : config.smtpd.listeners) {
+        scheduler_settings.own_endpoints.push_back(listener.address);
     }
     scheduler_settings.client.tls = client_tls;
     scheduler_settings.client.connect_timeout = config.smtp.connect_timeout;

@@ -192,7 +192,9 @@ asio::awaitable<void> Scheduler::deliver_domain(Entry& entry, const std::string&
         }
     };
 
-    auto route = co_await find_route(resolver_, domain, settings_.relayhost, settings_.port);
+    // A transport entry for the domain wins over the relayhost.
+    const auto hop = next_hop_for(domain);
+    auto route = co_await find_route(resolver_, domain, hop, settings_.port);
     if (route.status != Route::Status::ok) {
         auto outcome = route.status == Route::Status::permanent_failure ? Outcome::bounced : Outcome::deferred;
         fail_all(outcome, route.dsn, route.reason, "none", policy::Trust::none);
@@ -206,11 +208,8 @@ asio::awaitable<void> Scheduler::deliver_domain(Entry& entry, const std::string&
 
     // The policy of the next hop: the relayhost as "[host]:port", else the
     // recipient domain, then its parent domains, then the global default.
-    std::string next_hop = settings_.relayhost ? settings_.relayhost->host : domain;
-    std::string policy_key = settings_.relayhost
-                                 ? policy::next_hop_key(settings_.relayhost->host, settings_.relayhost->port,
-                                                        settings_.relayhost->port_given, settings_.relayhost->mx_lookup)
-                                 : domain;
+    std::string next_hop = hop ? hop->host : domain;
+    std::string policy_key = hop ? policy::next_hop_key(hop->host, hop->port, hop->port_given, hop->mx_lookup) : domain;
     const policy::Entry* table_entry = settings_.policy_table.lookup(policy_key);
     const policy::Policy& policy = table_entry ? table_entry->policy : settings_.default_policy;
 
@@ -318,13 +317,27 @@ bool Scheduler::loops_back(const Route& route) const {
             return true;
         }
     }
+    // The relay's own listeners: the same port and address, or a wildcard
+    // listener on that port for a loopback address.
     for (const auto& address : best.addresses) {
-        if (std::find(settings_.own_addresses.begin(), settings_.own_addresses.end(), address) !=
-            settings_.own_addresses.end()) {
-            return true;
+        for (const auto& own : settings_.own_endpoints) {
+            bool same_address = own.address() == address || (own.address().is_unspecified() && address.is_loopback());
+            if (own.port() == route.port && same_address) {
+                return true;
+            }
         }
     }
     return false;
+}
+
+std::optional<NextHop> Scheduler::next_hop_for(const std::string& domain) const {
+    for (const auto& [pattern, hop] : settings_.transports) {
+        bool subdomain = pattern.starts_with('.') && domain.size() > pattern.size() && domain.ends_with(pattern);
+        if (domain == pattern || subdomain) {
+            return hop;
+        }
+    }
+    return settings_.relayhost;
 }
 
 void Scheduler::log_result(const Entry& entry, const RecipientResult& result, const std::string& relay,

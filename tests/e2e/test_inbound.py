@@ -4,6 +4,7 @@ TLS, SNI certificate choice and pipelining. Deliveries go through Unbound
 to an aiosmtpd receiver, as in test_relay.
 """
 
+import os
 import smtplib
 import socket
 import ssl
@@ -23,6 +24,12 @@ def unverified_context():
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def relay_command_environment():
+    """Return this process's environment without TLSRELAY_* variables, which
+    would override the relay's configuration (TLSRELAY_BIN among them)."""
+    return {name: value for name, value in os.environ.items() if not name.startswith("TLSRELAY_")}
 
 
 def read_reply(sock_file):
@@ -51,7 +58,7 @@ class InboundTest(lab.LabTestCase):
         users = self.work_dir / "users"
         completed = subprocess.run(
             [lab.relay_binary(), "passwd", user, "--file", str(users)],
-            input=password + "\n", capture_output=True, text=True, timeout=30,
+            input=password + "\n", capture_output=True, text=True, timeout=30, env=relay_command_environment(),
         )
         self.assertEqual(completed.returncode, 0, f"tlsrelay passwd failed: {completed.stderr}")
         self.assertTrue(users.read_text().startswith(f"{user}:$y$"), "expected a yescrypt hash in the users file")
@@ -155,3 +162,39 @@ class InboundTest(lab.LabTestCase):
         self.assertTrue(receiver.wait_for_messages(1, DELIVERY_TIMEOUT), "expected the message at the receiver")
         _, metadata = receiver.messages()[0]
         self.assertEqual(sorted(metadata["rcpt_tos"]), [f"a@{DOMAIN}", f"b@{DOMAIN}"])
+
+    def test_sendmail_command_submits_from_stdin(self):
+        relay, receiver = self.start_lab_relay()
+        message = (
+            f"To: Alice <alice@{DOMAIN}>, bob@{DOMAIN}\n"
+            f"Bcc: hidden@{DOMAIN}\n"
+            "Subject: from cron\n"
+            "\n"
+            "first line\n"
+            ".leading dot stays\n"
+        )
+        completed = subprocess.run(
+            [lab.relay_binary(), "sendmail", "-t", "-i", "-f", "cron@client.test", "--config", str(relay.config_path)],
+            input=message, capture_output=True, text=True, timeout=60, env=relay_command_environment(),
+        )
+        self.assertEqual(completed.returncode, 0, f"tlsrelay sendmail failed: {completed.stderr}")
+        self.assertTrue(receiver.wait_for_messages(1, DELIVERY_TIMEOUT), "expected the message at the receiver")
+        raw, metadata = receiver.messages()[0]
+        self.assertEqual(sorted(metadata["rcpt_tos"]), sorted([f"alice@{DOMAIN}", f"bob@{DOMAIN}", f"hidden@{DOMAIN}"]))
+        self.assertEqual(metadata["mail_from"], "cron@client.test")
+        headers = raw.split(b"\r\n\r\n", 1)[0]
+        self.assertIn(b"\r\nDate: ", headers, "expected sendmail to add a Date header")
+        self.assertIn(b"\r\nMessage-ID: <", headers, "expected sendmail to add a Message-ID header")
+        self.assertIn(b"From: cron@client.test", headers, "expected sendmail to add a From header")
+        self.assertNotIn(b"Bcc:", headers, "the Bcc header must be removed")
+        self.assertIn(b"\r\n.leading dot stays\r\n", raw)
+
+    def test_healthcheck_follows_the_relay(self):
+        relay, _ = self.start_lab_relay()
+        command = [lab.relay_binary(), "healthcheck", "--config", str(relay.config_path)]
+        environment = relay_command_environment()
+        self.assertEqual(subprocess.run(command, capture_output=True, timeout=30, env=environment).returncode, 0)
+        relay.stop()
+        stopped = subprocess.run(command, capture_output=True, text=True, timeout=30, env=environment)
+        self.assertEqual(stopped.returncode, 1)
+        self.assertIn("cannot connect to the relay", stopped.stderr)

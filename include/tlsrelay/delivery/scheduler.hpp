@@ -14,6 +14,7 @@
 
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
+#include <asio/ip/tcp.hpp>
 #include <asio/steady_timer.hpp>
 
 #include "tlsrelay/delivery/client.hpp"
@@ -35,7 +36,7 @@ struct SchedulerSettings {
     // This relay's own host names and addresses: a best MX among them means
     // the mail would loop back here.
     std::vector<std::string> own_names;
-    std::vector<asio::ip::address> own_addresses;
+    std::vector<asio::ip::tcp::endpoint> own_endpoints;  // the relay's listeners
     std::optional<NextHop> relayhost;
     // Next hops per destination domain ("example.com", or ".example.com"
     // for its subdomains); they win over relayhost, as Postfix's
