@@ -229,6 +229,9 @@ class PolicyMatrix(unittest.TestCase):
     def test_mail_loop_bounces(self):
         relay = lab.Relay(self.lab_dir / "relay-loop", lab.relay_binary(), nameserver_port=self.dns.port,
                           ca_file=self.ca.cert_path, mx_port=self.mx_port)
+        # A real loop: the MX (127.0.0.1) on the SMTP port is the relay's own listener.
+        config = relay.config_path.read_text()
+        relay.config_path.write_text(config.replace(f"port = {self.mx_port}\n", f"port = {relay.port}\n"))
         self.addCleanup(relay.stop)
         relay.start()
         result = lab.swaks("127.0.0.1", relay.port, SENDER, [f"user@loop.{ZONE}"], tls=False)
