@@ -10,6 +10,7 @@
 #include <asio/use_awaitable.hpp>
 
 #include "tlsrelay/smtp/line_reader.hpp"
+#include "tlsrelay/smtp/outbound.hpp"
 #include "tlsrelay/smtp/reply.hpp"
 #include "tlsrelay/tls/dane.hpp"
 #include "tlsrelay/tls/stream.hpp"
@@ -62,18 +63,6 @@ public:
     using std::runtime_error::runtime_error;
 };
 
-// Appends content to `out` with dot-stuffing (RFC 5321 section 4.5.2).
-// The stored content has CRLF line ends only.
-void dot_stuff(std::string_view content, bool& at_line_start, std::string& out) {
-    for (char c : content) {
-        if (at_line_start && c == '.') {
-            out += '.';
-        }
-        out += c;
-        at_line_start = c == '\n';
-    }
-}
-
 class ClientSession {
 public:
     ClientSession(const ClientOptions& options, const Target& target, const policy::HostPlan& plan,
@@ -115,6 +104,8 @@ private:
         co_await stream_.socket().async_connect(asio::ip::tcp::endpoint(target_.address, target_.port),
                                                 asio::use_awaitable);
         result_.connected = true;
+        std::error_code ignored;
+        stream_.socket().set_option(asio::ip::tcp::no_delay(true), ignored);
 
         result_.phase = Phase::greeting;
         auto greeting = co_await read_reply(options_.connect_timeout);
@@ -252,12 +243,32 @@ private:
         const auto& envelope = message.envelope;
 
         result_.phase = Phase::mail;
+        // RFC 6531 section 3.4: a UTF-8 envelope needs a server that
+        // offers SMTPUTF8; no conversion can make it fit another server.
+        if (envelope.smtputf8 && !offers("SMTPUTF8")) {
+            for (auto index : indices) {
+                result_.recipients.push_back(RecipientResult{
+                    index, Outcome::bounced, "5.6.7", "SMTPUTF8 is required, but was not offered by host " + peer_});
+            }
+            co_return;
+        }
         std::string mail = "MAIL FROM:<" + envelope.sender + ">";
         if (offers("SIZE")) {
             mail += " SIZE=" + std::to_string(content_size(message));
         }
         if (envelope.eight_bit && offers("8BITMIME")) {
             mail += " BODY=8BITMIME";
+        }
+        if (envelope.smtputf8) {
+            mail += " SMTPUTF8";
+        }
+        // RFC 3461: DSN parameters travel on to a server that offers DSN.
+        bool dsn = offers("DSN");
+        if (dsn && !envelope.dsn_ret.empty()) {
+            mail += " RET=" + envelope.dsn_ret;
+        }
+        if (dsn && !envelope.dsn_envid.empty()) {
+            mail += " ENVID=" + envelope.dsn_envid;
         }
         auto reply = co_await command(mail);
         if (!reply.positive()) {
@@ -268,7 +279,17 @@ private:
         result_.phase = Phase::rcpt;
         std::vector<std::size_t> accepted;
         for (auto index : indices) {
-            reply = co_await command("RCPT TO:<" + envelope.recipients[index] + ">");
+            std::string rcpt = "RCPT TO:<" + envelope.recipients[index] + ">";
+            if (dsn && index < envelope.recipient_dsn.size()) {
+                const auto& parameters = envelope.recipient_dsn[index];
+                if (!parameters.notify.empty()) {
+                    rcpt += " NOTIFY=" + parameters.notify;
+                }
+                if (!parameters.orcpt.empty()) {
+                    rcpt += " ORCPT=" + parameters.orcpt;
+                }
+            }
+            reply = co_await command(rcpt);
             if (reply.positive()) {
                 accepted.push_back(index);
             } else {
@@ -305,9 +326,14 @@ private:
         }
         std::shared_ptr<void> closer(nullptr, [fd](void*) { ::close(fd); });
 
+        // 8-bit content for a server without 8BITMIME is converted to
+        // quoted-printable as a whole (it is at most message_size_limit).
+        bool downgrade = message.envelope.eight_bit && !offers("8BITMIME");
+        std::string whole;
+
+        smtp::ContentEncoder encoder;
         std::string chunk(content_chunk, '\0');
         std::string out;
-        bool at_line_start = true;
         off_t offset = static_cast<off_t>(message.content_offset);
         for (;;) {
             ssize_t count = ::pread(fd, chunk.data(), chunk.size(), offset);
@@ -318,13 +344,26 @@ private:
                 break;
             }
             offset += count;
+            std::string_view bytes(chunk.data(), static_cast<std::size_t>(count));
+            if (downgrade) {
+                whole.append(bytes);
+                continue;
+            }
             out.clear();
-            dot_stuff(std::string_view(chunk.data(), static_cast<std::size_t>(count)), at_line_start, out);
+            encoder.feed(bytes, out);
             deadline_->arm(options_.command_timeout);
             co_await stream_.write_all(asio::buffer(out));
         }
-        std::string end = at_line_start ? ".\r\n" : "\r\n.\r\n";
-        co_await stream_.write_all(asio::buffer(end));
+
+        out.clear();
+        if (downgrade) {
+            encoder.feed(smtp::downgrade_to_7bit(whole), out);
+        }
+        // The end-of-data marker goes out with the last bytes, so Nagle's
+        // algorithm cannot hold it back waiting for an ACK.
+        encoder.finish(out);
+        deadline_->arm(options_.command_timeout);
+        co_await stream_.write_all(asio::buffer(out));
     }
 
     asio::awaitable<void> quit() {

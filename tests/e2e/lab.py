@@ -433,7 +433,7 @@ class Receiver:
     """receiver.py (aiosmtpd) listening on host:port, storing messages in maildir."""
 
     def __init__(self, directory, name, host, port, cert=None, key=None,
-                 starttls=True, reject_rcpt_prefix=None, hostname=None):
+                 starttls=True, reject_rcpt_prefix=None, hostname=None, seven_bit=False):
         self.directory = Path(directory)
         self.name = name
         self.host = host
@@ -450,6 +450,8 @@ class Receiver:
             args += ["--no-tls"]
         if reject_rcpt_prefix:
             args += ["--reject-rcpt-prefix", reject_rcpt_prefix]
+        if seven_bit:
+            args += ["--seven-bit"]
         self.process = ManagedProcess(name, args, self.directory)
 
     def wait_ready(self, timeout=START_TIMEOUT):

@@ -95,6 +95,8 @@ def parse_arguments():
     parser.add_argument("--reject-rcpt-prefix", default="",
                         help="reply 550 5.1.1 to RCPT for local parts starting with this text")
     parser.add_argument("--hostname", default="mx.test", help="host name in the greeting and EHLO reply")
+    parser.add_argument("--seven-bit", action="store_true",
+                        help="offer neither 8BITMIME nor SMTPUTF8, like an old MTA")
     arguments = parser.parse_args()
     if not arguments.no_tls and not (arguments.cert and arguments.key):
         parser.error("--cert and --key are required unless --no-tls is given")
@@ -135,8 +137,9 @@ def main():
         port=port,
         server_hostname=arguments.hostname,
         require_starttls=False,
-        decode_data=False,
-        enable_SMTPUTF8=True,
+        # aiosmtpd offers 8BITMIME only when it does not decode the data.
+        decode_data=arguments.seven_bit,
+        enable_SMTPUTF8=not arguments.seven_bit,
         **tls_options,
     )
     controller.start()

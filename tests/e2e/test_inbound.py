@@ -4,7 +4,9 @@ TLS, SNI certificate choice and pipelining. Deliveries go through Unbound
 to an aiosmtpd receiver, as in test_relay.
 """
 
+import email
 import os
+import re
 import smtplib
 import socket
 import ssl
@@ -198,3 +200,47 @@ class InboundTest(lab.LabTestCase):
         stopped = subprocess.run(command, capture_output=True, text=True, timeout=30, env=environment)
         self.assertEqual(stopped.returncode, 1)
         self.assertIn("cannot connect to the relay", stopped.stderr)
+
+
+class OldReceiverTest(lab.LabTestCase):
+    """Relaying to a receiver that offers neither 8BITMIME nor SMTPUTF8."""
+
+    ZONES = {DOMAIN: [f"{DOMAIN}. MX 10 mx.{DOMAIN}.", f"mx.{DOMAIN}. A {MX_ADDRESS}"]}
+
+    def start_old_receiver_lab(self):
+        port = lab.free_port(MX_ADDRESS)
+        cert, key = self.ca.issue(f"mx.{DOMAIN}")
+        receiver = self.start_receiver("mx", MX_ADDRESS, port, cert=cert, key=key, hostname=f"mx.{DOMAIN}",
+                                       seven_bit=True)
+        return self.start_relay(port), receiver
+
+    def test_8bit_content_is_converted_to_quoted_printable(self):
+        relay, receiver = self.start_old_receiver_lab()
+        text = "Grüße aus Köln — ½ €\r\n" + "x" * 1200 + "\r\n"
+        message = (
+            "Subject: 8bit\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            "Content-Transfer-Encoding: 8bit\r\n\r\n" + text
+        ).encode("utf-8")
+        with smtplib.SMTP("127.0.0.1", relay.port, local_hostname="client.test", timeout=30) as client:
+            client.ehlo()
+            client.sendmail(SENDER, [f"user@{DOMAIN}"], message, mail_options=["BODY=8BITMIME"])
+        self.assertTrue(receiver.wait_for_messages(1, DELIVERY_TIMEOUT), "expected the message at the receiver")
+        raw, _ = receiver.messages()[0]
+        self.assertTrue(all(byte < 128 for byte in raw), "expected 7-bit content at a receiver without 8BITMIME")
+        self.assertIn(b"Content-Transfer-Encoding: quoted-printable", raw)
+        self.assertNotIn(b"Content-Transfer-Encoding: 8bit", raw)
+        parsed = email.message_from_bytes(raw)
+        self.assertEqual(parsed.get_payload(decode=True).decode("utf-8").replace("\r\n", "\n"), text.replace("\r\n", "\n"))
+
+    def test_smtputf8_message_bounces_at_an_old_receiver(self):
+        relay, receiver = self.start_old_receiver_lab()
+        recipient = f"jörg@{DOMAIN}"
+        with smtplib.SMTP("127.0.0.1", relay.port, local_hostname="client.test", timeout=30) as client:
+            client.ehlo()
+            client.sendmail(SENDER, [recipient], "Subject: utf8\r\n\r\nhi\r\n".encode("utf-8"),
+                            mail_options=["SMTPUTF8"])
+        line = relay.wait_for_log(r"to=<" + re.escape(recipient) + r">.*status=bounced.*", DELIVERY_TIMEOUT)
+        self.assertIsNotNone(line, "expected the UTF-8 recipient to bounce")
+        self.assertIn("dsn=5.6.7", line.group(0))
+        self.assertIn("SMTPUTF8 is required, but was not offered by host", line.group(0))
+        self.assertEqual(receiver.messages(), [])
