@@ -513,7 +513,7 @@ class Relay:
 
     def __init__(self, directory, binary, nameserver_port, ca_file, mx_port,
                  outbound_level="may", inbound_level="may",
-                 mynetworks=("127.0.0.0/8", "[::1]/128"), smtpd_extra=(), toml_tail=""):
+                 mynetworks=("127.0.0.0/8", "[::1]/128"), smtpd_extra=(), toml_tail="", toml_head=""):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.binary = binary
@@ -524,6 +524,7 @@ class Relay:
             "\n".join([
                 'myhostname = "relay.example.net"',
                 f"queue_directory = {toml_string(self.queue_directory)}",
+                toml_head,
                 "",
                 "[smtpd]",
                 f"listen = {toml_string_array([f'127.0.0.1:{self.port}'])}",

@@ -47,7 +47,11 @@ def read_reply(sock_file):
 
 
 class InboundTest(lab.LabTestCase):
-    ZONES = {DOMAIN: [f"{DOMAIN}. MX 10 mx.{DOMAIN}.", f"mx.{DOMAIN}. A {MX_ADDRESS}"]}
+    # The UTF-8 domain bücher.test is published as its A-label, as DNS holds it.
+    ZONES = {
+        DOMAIN: [f"{DOMAIN}. MX 10 mx.{DOMAIN}.", f"mx.{DOMAIN}. A {MX_ADDRESS}"],
+        "xn--bcher-kva.test": ["xn--bcher-kva.test. MX 10 mx.inbound.test."],
+    }
 
     def start_lab_relay(self, **options):
         port = lab.free_port(MX_ADDRESS)
@@ -200,6 +204,67 @@ class InboundTest(lab.LabTestCase):
         stopped = subprocess.run(command, capture_output=True, text=True, timeout=30, env=environment)
         self.assertEqual(stopped.returncode, 1)
         self.assertIn("cannot connect to the relay", stopped.stderr)
+
+
+    def test_smtputf8_relayed_unchanged_via_a_label_route(self):
+        relay, receiver = self.start_lab_relay()
+        sender = "jürgen@client.test"
+        recipient = "jörg@bücher.test"
+        message = "Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\nFrom: jürgen@client.test\r\n\r\nHallo Jörg\r\n".encode("utf-8")
+        with smtplib.SMTP("127.0.0.1", relay.port, local_hostname="client.test", timeout=30) as client:
+            client.ehlo()
+            self.assertTrue(client.has_extn("smtputf8"))
+            client.sendmail(sender, [recipient], message, mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+        self.assertTrue(receiver.wait_for_messages(1, DELIVERY_TIMEOUT), "expected the message at the receiver")
+        raw, metadata = receiver.messages()[0]
+        self.assertEqual(metadata["rcpt_tos"], [recipient], "the UTF-8 address must arrive unchanged")
+        self.assertEqual(metadata["mail_from"], sender)
+        self.assertIn("SMTPUTF8", metadata.get("mail_options", []))
+        self.assertTrue(raw.endswith(message), "the content after the Received header must arrive unchanged")
+
+    def test_bdat_message_is_relayed(self):
+        relay, receiver = self.start_lab_relay()
+        chunks = [b"Subject: chunked\r\n\r\n", b".first line, not stuffed\r\nsecond line\r\n"]
+        with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as raw:
+            replies = raw.makefile("rb")
+            read_reply(replies)
+            raw.sendall(b"EHLO client.test\r\n")
+            self.assertIn("250 CHUNKING", read_reply(replies))
+            raw.sendall(f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<user@{DOMAIN}>\r\n".encode())
+            read_reply(replies)
+            read_reply(replies)
+            raw.sendall(b"BDAT %d\r\n" % len(chunks[0]) + chunks[0])
+            self.assertEqual(read_reply(replies)[0][:3], "250")
+            raw.sendall(b"BDAT %d LAST\r\n" % len(chunks[1]) + chunks[1])
+            self.assertRegex(read_reply(replies)[0], r"^250 2\.0\.0 Ok: queued as ")
+        self.assertTrue(receiver.wait_for_messages(1, DELIVERY_TIMEOUT), "expected the message at the receiver")
+        message, _ = receiver.messages()[0]
+        self.assertTrue(message.endswith(b"".join(chunks)), f"unexpected content: {message!r}")
+
+    def test_relay_domain_uses_its_transport(self):
+        port = lab.free_port(MX_ADDRESS)
+        cert, key = self.ca.issue(f"mx.{DOMAIN}")
+        receiver = self.start_receiver("mx", MX_ADDRESS, port, cert=cert, key=key, hostname=f"mx.{DOMAIN}")
+        # hosted.test has no DNS records at all: only the transport knows its next hop.
+        relay = self.start_relay(
+            port, mynetworks=["127.0.0.1/32"],
+            toml_head='relay_domains = ["hosted.test"]',
+            toml_tail=f'[[transport]]\ndomain = "hosted.test"\nnexthop = "[{MX_ADDRESS}]:{port}"\n',
+        )
+        with smtplib.SMTP("127.0.0.1", relay.port, local_hostname="client.test", timeout=30,
+                          source_address=("127.0.0.2", 0)) as client:
+            client.ehlo()
+            code, _ = client.docmd("MAIL", f"FROM:<{SENDER}>")
+            self.assertEqual(code, 250)
+            code, reply = client.docmd("RCPT", f"TO:<user@{DOMAIN}>")
+            self.assertEqual(code, 554, f"expected relay access denied for a domain outside relay_domains: {reply!r}")
+            code, reply = client.docmd("RCPT", "TO:<user@hosted.test>")
+            self.assertEqual(code, 250, f"expected relay_domains to accept the recipient: {reply!r}")
+            code, _ = client.data(b"Subject: hosted\r\n\r\nfor a relay domain\r\n")
+            self.assertEqual(code, 250)
+        self.assertTrue(receiver.wait_for_messages(1, DELIVERY_TIMEOUT), "expected delivery through the transport")
+        line = relay.wait_for_log(r"to=<user@hosted\.test>.*status=sent.*", DELIVERY_TIMEOUT)
+        self.assertIn(f"relay={MX_ADDRESS}[{MX_ADDRESS}]:{port}", line.group(0))
 
 
 class OldReceiverTest(lab.LabTestCase):
