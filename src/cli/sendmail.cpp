@@ -208,7 +208,9 @@ int sendmail(const std::vector<std::string>& arguments) {
         for (const auto& recipient : options.recipients) {
             check(smtp.command("RCPT TO:<" + recipient + ">"), ("recipient " + recipient).c_str());
         }
-        check(smtp.command("DATA"), "DATA");
+        if (auto go_ahead = smtp.command("DATA"); go_ahead.code != 354) {
+            throw std::runtime_error("the relay refused DATA: " + go_ahead.summary());
+        }
         smtp.send_raw(content + ".\r\n");
         auto queued = smtp.read_reply();
         check(queued, "the message");

@@ -41,8 +41,8 @@ std::string Reply::status() const {
         return enhanced;
     }
     if (code >= 500) return "5.0.0";
-    if (code >= 400) return "4.0.0";
-    return "2.0.0";
+    if (code >= 200 && code < 300) return "2.0.0";
+    return "4.0.0";
 }
 
 std::string Reply::wire() const {

@@ -591,8 +591,22 @@ class Relay:
         return None
 
     def wait_for_log(self, pattern, timeout):
-        """Wait until a log line matches pattern; return the match or raise AssertionError."""
-        match = wait_until(lambda: self.find_log(pattern), timeout, interval=0.1)
+        """Wait until a log line matches pattern; return the match or raise AssertionError.
+
+        A relay that has exited fails the wait at once instead of after the timeout.
+        """
+        def matched_or_exited():
+            match = self.find_log(pattern)
+            if match:
+                return match
+            if self.process and not self.process.running():
+                raise AssertionError(
+                    f"tlsrelay exited while the test waited for a log line matching {pattern!r}.\n"
+                    + self.process.describe_exit()
+                )
+            return None
+
+        match = wait_until(matched_or_exited, timeout, interval=0.1)
         if not match:
             raise AssertionError(
                 f"no tlsrelay log line matched {pattern!r} within {timeout} s.\n"

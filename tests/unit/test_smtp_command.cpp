@@ -140,3 +140,14 @@ TEST_CASE("reply wire form uses continuation dashes") {
     CHECK(reply.wire() == "250-relay.example\r\n250-PIPELINING\r\n250 8BITMIME\r\n");
     CHECK(make_reply(221, "2.0.0", "Bye").wire() == "221 2.0.0 Bye\r\n");
 }
+
+// Found by smtp_reply_fuzzer: a 3xx reply counted as success and as 2.0.0.
+TEST_CASE("reply 3xx is neither success nor a bounce") {
+    ReplyParser parser;
+    REQUIRE(parser.feed("368"));
+    REQUIRE(parser.complete());
+    CHECK_FALSE(parser.reply().positive());
+    CHECK_FALSE(parser.reply().permanent());
+    CHECK(parser.reply().status() == "4.0.0");
+    CHECK(make_reply(354, "", "go ahead").status() == "4.0.0");
+}

@@ -13,12 +13,16 @@ struct Reply {
     std::string enhanced;            // "2.0.0"; empty when the peer sent none
     std::vector<std::string> lines;  // text after the code (and the enhanced code, when given)
 
-    bool positive() const { return code >= 200 && code < 400; }
+    // Only 2xx completes a command. A 3xx is expected only where the
+    // client checks for it (354 after DATA, 334 in AUTH); anywhere else it
+    // is a protocol error and must not count as success.
+    bool positive() const { return code >= 200 && code < 300; }
     bool transient() const { return code >= 400 && code < 500; }
     bool permanent() const { return code >= 500; }
 
-    // The enhanced code, or the class default (2.0.0, 4.0.0, 5.0.0) when the
-    // peer sent none.
+    // The enhanced code, or the class default when the peer sent none:
+    // 2.0.0 for 2xx, 5.0.0 for 5xx, and 4.0.0 for anything else, so an
+    // unexpected reply defers rather than bounces.
     std::string status() const;
 
     // All lines in wire form, each "code-..." except the last "code ...", CRLF-terminated.
