@@ -41,6 +41,7 @@ public:
         settings.spool = spool_.get();
         settings.connections = std::make_shared<tlsrelay::smtpd::ConnectionCounter>();
         settings.auth_executor = auth_pool_.get_executor();
+        settings.disk_executor = disk_pool_.get_executor();
         settings.on_queued = [this](const tlsrelay::queue::Envelope& envelope) {
             std::lock_guard lock(mutex_);
             queued_.push_back(envelope);
@@ -60,6 +61,7 @@ public:
         io_.stop();
         thread_.join();
         auth_pool_.join();
+        disk_pool_.join();
         std::error_code ignored;
         fs::remove_all(directory_, ignored);
     }
@@ -95,6 +97,7 @@ private:
     asio::io_context io_;
     asio::executor_work_guard<asio::io_context::executor_type> work_{io_.get_executor()};
     asio::thread_pool auth_pool_{1};
+    asio::thread_pool disk_pool_{2};
     fs::path directory_;
     std::unique_ptr<tlsrelay::queue::Spool> spool_;
     std::unique_ptr<tlsrelay::smtpd::Server> server_;

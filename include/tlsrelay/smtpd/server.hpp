@@ -38,6 +38,7 @@ struct ServerSettings {
     std::shared_ptr<tls::ServerContext> tls;  // null: STARTTLS not offered
     std::shared_ptr<const UserDatabase> users;
     asio::any_io_executor auth_executor;  // where password hashes are computed
+    asio::any_io_executor disk_executor;  // where queue files are fsync'd; empty: on the event loop
     std::shared_ptr<ConnectionCounter> connections;
     queue::Spool* spool = nullptr;
     // Called after a message is durable and before its 250 is sent.
