@@ -14,7 +14,6 @@ import threading
 import time
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 class HarnessError(Exception):
@@ -164,7 +163,7 @@ def process_tree(root_pid):
 def tree_cpu_seconds(root_pid):
     """CPU seconds used so far by the tree under root_pid.
 
-    Live processes count their own user+system time; children that exited
+    Live processes count their own user+system time. Children that exited
     and were reaped count through their parent's cutime+cstime, so the sum
     only grows while the root lives.
     """

@@ -11,10 +11,10 @@ import os
 import subprocess
 import time
 
-from .processes import HarnessError, MemorySampler, free_port, memory_kib, tree_cpu_seconds, tree_memory_kib
+from .processes import MemorySampler, free_port, memory_kib, tree_cpu_seconds, tree_memory_kib
 from .servers import BenchSink, Postfix, SmtpSink, TlsRelay, remove_tree
 
-# Which hop uses TLS in each scenario. The plain scenario uses Postfix's
+# TLS use per hop in each scenario. The plain scenario uses Postfix's
 # smtp-source and smtp-sink; the others use bench-source and bench-sink for
 # every variant, including the direct path.
 SCENARIOS = {
@@ -27,7 +27,7 @@ VARIANTS = ("direct", "postfix", "tlsrelay")
 
 
 class Context:
-    """What every run needs: the binaries, the certificate, the work folder."""
+    """Binaries, certificate and work folder shared by every run."""
 
     def __init__(self, registry, work_dir, tlsrelay_binary, tools_dir, cert, key, verbose):
         self.registry = registry
@@ -55,7 +55,7 @@ def make_relay(context, variant, run_dir, listen_port, sink_port, outbound_tls):
 
 
 def source_command(context, scenario, port, messages, size, sessions, timeout):
-    """The load client for a scenario; the direct path of a TLS scenario uses TLS."""
+    """Return the load-client command for a scenario (the caller adds --tls where needed)."""
     if scenario == "plain":
         return ["smtp-source", "-d", "-s", str(sessions), "-m", str(messages), "-l", str(size),
                 "-f", "sender@bench.example", "-t", "rcpt@sink.example", "-M", "bench-source.example",

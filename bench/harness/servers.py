@@ -15,8 +15,8 @@ POSTFIX_DAEMONS = "/usr/lib/postfix/sbin"
 
 
 def clean_environment():
-    """The harness's environment without TLSRELAY_* variables, which would
-    override keys of the generated tlsrelay configuration."""
+    """Return the harness's environment without TLSRELAY_* variables, because
+    they would override keys of the generated tlsrelay configuration."""
     return {key: value for key, value in os.environ.items() if not key.startswith("TLSRELAY_")}
 
 
