@@ -18,4 +18,8 @@ int healthcheck(const std::vector<std::string>& arguments);
 // Adds or changes an SMTP AUTH user; returns the exit status.
 int passwd(const std::vector<std::string>& arguments);
 
+// Lists, shows, flushes, deletes, holds or releases queued mail, through
+// the running server when there is one; returns the exit status.
+int queue_command(const std::vector<std::string>& arguments);
+
 }  // namespace tlsrelay::cli

@@ -19,6 +19,8 @@ const char* usage_text =
     "                        exit 0 when the local relay answers with a 220 greeting\n"
     "  passwd USER (--file USERS_FILE | --config FILE)\n"
     "                        add or change an SMTP AUTH user; the password is read from standard input\n"
+    "  queue [--config FILE] list [--json] | show ID | flush | delete ID|ALL | hold ID|ALL | release ID|ALL\n"
+    "                        list or change queued mail; safe while the server runs\n"
     "  version               print the version\n"
     "  help                  print this text\n";
 
@@ -49,6 +51,9 @@ int main(int argc, char** argv) {
     }
     if (command == "passwd") {
         return tlsrelay::cli::passwd(arguments);
+    }
+    if (command == "queue") {
+        return tlsrelay::cli::queue_command(arguments);
     }
     if (command == "version" || command == "--version") {
         std::puts("tlsrelay " TLSRELAY_VERSION);

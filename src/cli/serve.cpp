@@ -14,6 +14,7 @@
 #include "tlsrelay/config/config.hpp"
 #include "tlsrelay/delivery/scheduler.hpp"
 #include "tlsrelay/dns/resolver.hpp"
+#include "tlsrelay/queue/control.hpp"
 #include "tlsrelay/queue/spool.hpp"
 #include "tlsrelay/smtpd/server.hpp"
 #include "tlsrelay/tls/context.hpp"
@@ -24,8 +25,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// How long running deliveries may take to finish after a stop signal.
-constexpr auto shutdown_grace = std::chrono::seconds(10);
+// How long running deliveries may take to finish after a stop signal. It
+// stays well under the 10 s after which `docker stop` sends SIGKILL; an
+// attempt cut short leaves its recipients as they were and is retried.
+constexpr auto shutdown_grace = std::chrono::seconds(5);
 
 std::optional<std::string> config_argument(const std::vector<std::string>& arguments) {
     for (std::size_t i = 0; i < arguments.size(); ++i) {
@@ -75,6 +78,7 @@ std::shared_ptr<tls::ServerContext> inbound_tls(const config::Config& config) {
 // share one set of settings, and each [[smtpd.listener]] table has its own.
 std::vector<std::unique_ptr<smtpd::Server>> inbound_servers(
     const config::Config& config, asio::any_io_executor executor, asio::any_io_executor auth_executor,
+    asio::any_io_executor disk_executor,
     std::shared_ptr<tls::ServerContext> server_tls, queue::Spool& spool,
     std::function<void(const queue::Envelope&)> on_queued) {
     std::shared_ptr<const smtpd::UserDatabase> users;
@@ -105,6 +109,7 @@ std::vector<std::unique_ptr<smtpd::Server>> inbound_servers(
     base.tls = server_tls;
     base.users = users;
     base.auth_executor = auth_executor;
+    base.disk_executor = disk_executor;
     base.connections = connections;
     base.spool = &spool;
     base.on_queued = std::move(on_queued);
@@ -188,6 +193,13 @@ int run(const config::Config& config) {
     asio::io_context io;
 
     queue::Spool spool(config.queue_directory);
+    // One server per queue: `tlsrelay queue` commands rely on this lock to
+    // know whether to ask a running server or change the spool themselves.
+    auto spool_lock = queue::SpoolLock::try_acquire(config.queue_directory);
+    if (!spool_lock) {
+        log::error("cannot start: another tlsrelay serve is using queue_directory " + config.queue_directory.string());
+        return 1;
+    }
     auto server_tls = inbound_tls(config);
     auto client_tls = tls::make_client_context({config.smtp.tls_CAfile.string(), config.smtp.tls_CApath.string()});
 
@@ -207,17 +219,36 @@ int run(const config::Config& config) {
     scheduler_settings.client.connect_timeout = config.smtp.connect_timeout;
     scheduler_settings.client.command_timeout = config.smtp.command_timeout;
     scheduler_settings.relayhost = config.smtp.relayhost;
+    for (const auto& entry : config.smtp.sender_relayhost) {
+        scheduler_settings.sender_relayhosts.emplace_back(entry.sender, entry.nexthop);
+    }
+    scheduler_settings.client.tls_wrappermode = config.smtp.tls_wrappermode;
+    if (!config.smtp.sasl_password_file.empty()) {
+        auto passwords = delivery::SaslPasswords::load(config.smtp.sasl_password_file);
+        log::info("SMTP AUTH credentials for " + std::to_string(passwords.size()) + " next hop(s) from " +
+                  config.smtp.sasl_password_file.string());
+        scheduler_settings.client.sasl_passwords = std::make_shared<const delivery::SaslPasswords>(std::move(passwords));
+    }
     for (const auto& transport : config.transports) {
         scheduler_settings.transports.emplace_back(transport.domain, transport.nexthop);
     }
     scheduler_settings.port = config.smtp.port;
     scheduler_settings.minimal_backoff_time = config.queue.minimal_backoff_time;
     scheduler_settings.maximal_backoff_time = config.queue.maximal_backoff_time;
+    scheduler_settings.queue_run_delay = config.queue.queue_run_delay;
+    scheduler_settings.maximal_queue_lifetime = config.queue.maximal_queue_lifetime;
+    scheduler_settings.bounce_queue_lifetime = config.queue.bounce_queue_lifetime;
+    scheduler_settings.delay_warning_time = config.queue.delay_warning_time;
+    scheduler_settings.destination_concurrency_limit = config.queue.default_destination_concurrency_limit;
+    scheduler_settings.max_parallel_deliveries = config.queue.default_process_limit;
     delivery::Scheduler scheduler(io.get_executor(), spool, resolver, scheduler_settings);
     scheduler.recover();
 
     asio::thread_pool auth_pool(1);
-    auto servers = inbound_servers(config, io.get_executor(), auth_pool.get_executor(), server_tls, spool,
+    // fsync waits on the disk, not the CPU, so several run at once.
+    asio::thread_pool disk_pool(8);
+    auto servers = inbound_servers(config, io.get_executor(), auth_pool.get_executor(), disk_pool.get_executor(),
+                                   server_tls, spool,
                                    [&scheduler](const queue::Envelope& envelope) { scheduler.enqueue(envelope); });
     scheduler.start();
     log::info("tlsrelay " TLSRELAY_VERSION " started: myhostname=" + config.myhostname +
@@ -243,6 +274,7 @@ int run(const config::Config& config) {
 
     io.run();
     auth_pool.join();
+    disk_pool.join();
     log::info("stopped with " + std::to_string(scheduler.queued_messages()) + " message(s) in the queue");
     return 0;
 }

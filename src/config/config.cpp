@@ -490,6 +490,48 @@ public:
                  }
                  smtp.tls_dane_insecure_mx = text == "dane";
              }},
+            {"tls_wrappermode", [this, &smtp](const toml::node& node, const std::string& key) { smtp.tls_wrappermode = bool_value(node, key); }},
+            {"sasl_password_file", [this, &smtp](const toml::node& node, const std::string& key) { smtp.sasl_password_file = path_value(node, key); }},
+            {"sender_relayhost",
+             [this, &smtp](const toml::node& node, const std::string& key) {
+                 const std::string accepted = "an array of tables [[smtp.sender_relayhost]] with sender and nexthop";
+                 const std::string hop_accepted = "\"[host]:port\", \"host:port\" or \"host\"";
+                 const auto* array = node.as_array();
+                 if (!array) {
+                     fail_value(node, key, accepted);
+                 }
+                 smtp.sender_relayhost.clear();
+                 for (const auto& item : *array) {
+                     const auto* table = item.as_table();
+                     if (!table) {
+                         fail_value(item, key, accepted);
+                     }
+                     Smtp::SenderRelayhost entry;
+                     std::map<std::string, Handler> handlers = {
+                         {"sender",
+                          [&](const toml::node& n, const std::string& k) {
+                              entry.sender = string_value(n, k, "\"user@example.com\" or \"@example.com\"");
+                              std::transform(entry.sender.begin(), entry.sender.end(), entry.sender.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+                              if (entry.sender.find('@') == std::string::npos || entry.sender.back() == '@') {
+                                  fail_value(n, k, "\"user@example.com\" or \"@example.com\"");
+                              }
+                          }},
+                         {"nexthop",
+                          [&](const toml::node& n, const std::string& k) {
+                              auto hop = parse_next_hop(string_value(n, k, hop_accepted));
+                              if (!hop) {
+                                  fail_value(n, k, hop_accepted);
+                              }
+                              entry.nexthop = *hop;
+                          }},
+                     };
+                     read_table(*table, key, handlers);
+                     if (entry.sender.empty() || entry.nexthop.host.empty()) {
+                         throw ConfigError(where(item) + ": " + key + " entry needs sender and nexthop");
+                     }
+                     smtp.sender_relayhost.push_back(std::move(entry));
+                 }
+             }},
         };
     }
 
@@ -613,6 +655,20 @@ public:
         return {
             {"minimal_backoff_time", [this, &queue](const toml::node& node, const std::string& key) { queue.minimal_backoff_time = duration_value(node, key); }},
             {"maximal_backoff_time", [this, &queue](const toml::node& node, const std::string& key) { queue.maximal_backoff_time = duration_value(node, key); }},
+            {"queue_run_delay", [this, &queue](const toml::node& node, const std::string& key) { queue.queue_run_delay = duration_value(node, key); }},
+            {"maximal_queue_lifetime", [this, &queue](const toml::node& node, const std::string& key) { queue.maximal_queue_lifetime = duration_value(node, key); }},
+            {"bounce_queue_lifetime", [this, &queue](const toml::node& node, const std::string& key) { queue.bounce_queue_lifetime = duration_value(node, key); }},
+            {"delay_warning_time", [this, &queue](const toml::node& node, const std::string& key) { queue.delay_warning_time = duration_value(node, key); }},
+            {"default_destination_concurrency_limit",
+             [this, &queue](const toml::node& node, const std::string& key) {
+                 queue.default_destination_concurrency_limit =
+                     static_cast<std::size_t>(integer_value(node, key, 1, 1000, "an integer from 1 to 1000"));
+             }},
+            {"default_process_limit",
+             [this, &queue](const toml::node& node, const std::string& key) {
+                 queue.default_process_limit =
+                     static_cast<std::size_t>(integer_value(node, key, 1, 10000, "an integer from 1 to 10000"));
+             }},
         };
     }
 

@@ -1,11 +1,14 @@
 #include "tlsrelay/delivery/client.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 
 #include <asio/use_awaitable.hpp>
 
@@ -15,6 +18,7 @@
 #include "tlsrelay/tls/dane.hpp"
 #include "tlsrelay/tls/stream.hpp"
 #include "tlsrelay/util/address.hpp"
+#include "tlsrelay/util/base64.hpp"
 #include "tlsrelay/util/deadline.hpp"
 #include "tlsrelay/util/log.hpp"
 
@@ -31,6 +35,84 @@ const char* to_string(Outcome outcome) {
 
 namespace {
 
+std::string lower_case(std::string_view text) {
+    std::string lower(text);
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return lower;
+}
+
+}  // namespace
+
+SaslPasswords SaslPasswords::parse(std::string_view text, const std::string& origin) {
+    SaslPasswords table;
+    std::istringstream lines{std::string(text)};
+    std::string line;
+    for (int number = 1; std::getline(lines, line); ++number) {
+        if (!line.empty() && line.back() == '\r') {
+            line.pop_back();
+        }
+        auto start = line.find_first_not_of(" \t");
+        if (start == std::string::npos || line[start] == '#') {
+            continue;
+        }
+        std::istringstream fields(line.substr(start));
+        std::string key;
+        std::string value;
+        std::string extra;
+        fields >> key >> value >> extra;
+        std::string where = origin + ":" + std::to_string(number);
+        auto colon = value.find(':');
+        if (value.empty() || !extra.empty() || colon == std::string::npos || colon == 0 ||
+            colon + 1 == value.size()) {
+            throw SaslPasswordError(where + ": invalid line: expected \"[host]:port user:password\"");
+        }
+        key = lower_case(key);
+        if (table.entries_.count(key) > 0) {
+            throw SaslPasswordError(where + ": duplicate entry for " + key);
+        }
+        table.entries_.emplace(key, SaslCredentials{value.substr(0, colon), value.substr(colon + 1)});
+    }
+    return table;
+}
+
+SaslPasswords SaslPasswords::load(const std::filesystem::path& file) {
+    struct stat status{};
+    if (::stat(file.c_str(), &status) != 0) {
+        throw SaslPasswordError("cannot read sasl_password_file " + file.string() + ": " + std::strerror(errno));
+    }
+    if ((status.st_mode & 077) != 0) {
+        throw SaslPasswordError("sasl_password_file " + file.string() +
+                                " is accessible by group or others; run chmod 600 on it and make the relay's user "
+                                "its owner");
+    }
+    std::ifstream in(file, std::ios::binary);
+    if (!in) {
+        throw SaslPasswordError("cannot read sasl_password_file " + file.string() + ": " + std::strerror(errno));
+    }
+    std::ostringstream text;
+    text << in.rdbuf();
+    return parse(text.str(), file.string());
+}
+
+const SaslCredentials* SaslPasswords::find(std::string_view host, std::uint16_t port) const {
+    std::string name = lower_case(host);
+    std::string port_text = std::to_string(port);
+    for (const auto& key : {"[" + name + "]:" + port_text, "[" + name + "]", name + ":" + port_text, name}) {
+        auto found = entries_.find(key);
+        if (found != entries_.end()) {
+            return &found->second;
+        }
+    }
+    return nullptr;
+}
+
+bool uses_implicit_tls(std::optional<bool> wrappermode, std::uint16_t port) {
+    return wrappermode.value_or(port == 465);
+}
+
+namespace {
+
 // Replies longer than this are a broken or hostile server.
 constexpr std::size_t max_reply_line = 4096;
 constexpr int max_reply_lines = 100;
@@ -43,6 +125,7 @@ const char* phase_command(Phase phase) {
     case Phase::ehlo: return "EHLO";
     case Phase::starttls: return "STARTTLS";
     case Phase::tls_policy: return "STARTTLS";
+    case Phase::auth: return "AUTH";
     case Phase::mail: return "MAIL FROM";
     case Phase::rcpt: return "RCPT TO";
     case Phase::data: return "DATA";
@@ -73,7 +156,8 @@ public:
           stream_(std::move(socket)),
           reader_(stream_, max_reply_line),
           deadline_(std::make_shared<Deadline>(stream_.socket())),
-          peer_(format_peer(target.host, target.address, target.port)) {}
+          peer_(format_peer(target.host, target.address, target.port)),
+          implicit_tls_(uses_implicit_tls(options.tls_wrappermode, target.port)) {}
 
     asio::awaitable<AttemptResult> run(const queue::StoredMessage& message, const std::vector<std::size_t>& indices,
                                        bool use_tls) {
@@ -107,14 +191,32 @@ private:
         std::error_code ignored;
         stream_.socket().set_option(asio::ip::tcp::no_delay(true), ignored);
 
+        // RFC 8314 section 3: with implicit TLS the handshake comes first,
+        // and the greeting arrives over TLS.
+        if (implicit_tls_) {
+            result_.phase = Phase::starttls;
+            if (!co_await establish_tls()) {
+                co_return false;
+            }
+        }
+
         result_.phase = Phase::greeting;
         auto greeting = co_await read_reply(options_.connect_timeout);
         if (greeting.code != 220) {
             co_return host_failed(greeting.status(), "host " + peer_ + " refused to talk to me: " + greeting.summary());
         }
 
-        if (!co_await hello()) {
+        if (!co_await hello() || !co_await secure_session(use_tls)) {
             co_return false;
+        }
+        co_return co_await authenticate();
+    }
+
+    // Sends STARTTLS when the plan and the server allow it, and applies the
+    // policy verdict. Under implicit TLS the session is already encrypted.
+    asio::awaitable<bool> secure_session(bool use_tls) {
+        if (implicit_tls_) {
+            co_return true;
         }
         policy::TlsFacts facts;
         if (!plan_.try_tls || !use_tls) {
@@ -133,6 +235,7 @@ private:
         auto reply = co_await command("EHLO " + options_.helo_name);
         if (reply.code == 250) {
             extensions_.clear();
+            extension_lines_.assign(reply.lines.begin() + (reply.lines.empty() ? 0 : 1), reply.lines.end());
             for (std::size_t i = 1; i < reply.lines.size(); ++i) {
                 std::string keyword = reply.lines[i].substr(0, reply.lines[i].find(' '));
                 std::transform(keyword.begin(), keyword.end(), keyword.begin(),
@@ -146,6 +249,7 @@ private:
         reply = co_await command("HELO " + options_.helo_name);
         if (reply.code == 250) {
             extensions_.clear();
+            extension_lines_.clear();
             co_return true;
         }
         co_return host_failed(reply.status(), remote_said(reply));
@@ -183,7 +287,21 @@ private:
         // sent after its 220 and before the handshake could be an injected
         // command reply, so it is dropped.
         reader_.discard_buffered();
+        if (!co_await establish_tls()) {
+            co_return false;
+        }
 
+        // RFC 3207 section 4.2: forget what was learned before TLS and greet
+        // again; only the EHLO reply over TLS names the extensions.
+        extensions_.clear();
+        co_return co_await hello();
+    }
+
+    // Runs the TLS handshake and applies the policy verdict to it. After
+    // STARTTLS, a verdict that allows plaintext asks the caller to retry
+    // without TLS. Under implicit TLS there is no plaintext to fall back to.
+    asio::awaitable<bool> establish_tls() {
+        policy::TlsFacts facts;
         try {
             deadline_->arm(options_.command_timeout);
             co_await stream_.handshake_client(*options_.tls, plan_.sni);
@@ -193,7 +311,7 @@ private:
             facts.failure = error.what();
             auto verdict = policy::judge(plan_, facts, peer_);
             // The connection is unusable after a failed handshake, so no QUIT.
-            result_.retry_without_tls = verdict.action == policy::Action::deliver_in_clear;
+            result_.retry_without_tls = !implicit_tls_ && verdict.action == policy::Action::deliver_in_clear;
             co_return host_failed(verdict.action == policy::Action::next_host ? verdict.dsn : "4.7.5",
                                   verdict.reason);
         }
@@ -208,15 +326,98 @@ private:
         log::info("TLS trust for " + peer_ + ": " + policy::to_string(verdict.trust) + ", " + verdict.how);
         if (verdict.action != policy::Action::deliver) {
             result_.phase = Phase::tls_policy;
-            result_.retry_without_tls = verdict.action == policy::Action::deliver_in_clear;
+            result_.retry_without_tls = !implicit_tls_ && verdict.action == policy::Action::deliver_in_clear;
             co_await quit();
             co_return host_failed(verdict.dsn.empty() ? "4.7.5" : verdict.dsn, verdict.reason);
         }
+        tls_active_ = true;
+        co_return true;
+    }
 
-        // RFC 3207 section 4.2: forget what was learned before TLS and greet
-        // again; only the EHLO reply over TLS names the extensions.
-        extensions_.clear();
-        co_return co_await hello();
+    // Logs in with the credentials that sasl_password_file has for this
+    // host (RFC 4954), preferring PLAIN to LOGIN. Credentials are sent
+    // only over TLS. A failed login defers the mail, as Postfix does with
+    // smtp_sasl_auth_soft_bounce = yes, because the usual cause is a changed
+    // password, which the administrator can fix before the mail expires.
+    asio::awaitable<bool> authenticate() {
+        const SaslCredentials* credentials =
+            options_.sasl_passwords ? options_.sasl_passwords->find(target_.host, target_.port) : nullptr;
+        if (credentials == nullptr) {
+            co_return true;
+        }
+
+        result_.phase = Phase::auth;
+        if (!tls_active_) {
+            co_await quit();
+            co_return host_failed("4.7.0", "SMTP AUTH credentials for " + peer_ +
+                                               " are not sent over a connection without TLS");
+        }
+        auto mechanisms = auth_mechanisms();
+        auto offered = [&mechanisms](std::string_view name) {
+            return std::find(mechanisms.begin(), mechanisms.end(), name) != mechanisms.end();
+        };
+
+        smtp::Reply reply;
+        std::string mechanism;
+        if (offered("PLAIN")) {
+            // RFC 4616: authorization identity (empty), NUL, user, NUL, password.
+            mechanism = "PLAIN";
+            std::string message = std::string(1, '\0') + credentials->user + '\0' + credentials->password;
+            reply = co_await command("AUTH PLAIN " + base64_encode(message));
+        } else if (offered("LOGIN")) {
+            // The LOGIN mechanism (draft-murchison-sasl-login): the server
+            // prompts for user and password with 334 replies.
+            mechanism = "LOGIN";
+            reply = co_await command("AUTH LOGIN");
+            if (reply.code == 334) {
+                reply = co_await command(base64_encode(credentials->user));
+            }
+            if (reply.code == 334) {
+                reply = co_await command(base64_encode(credentials->password));
+            }
+        } else {
+            co_await quit();
+            co_return host_failed("4.7.0", "host " + peer_ +
+                                               " offers no SMTP AUTH mechanism that tlsrelay supports (PLAIN, "
+                                               "LOGIN), so the credentials for it cannot be used");
+        }
+
+        if (reply.code != 235) {
+            // A 334 here means the server wants more than LOGIN sends; "*"
+            // cancels the exchange (RFC 4954 section 4).
+            if (reply.code == 334) {
+                co_await command("*");
+            }
+            co_await quit();
+            std::string status = reply.status();
+            if (!status.empty() && status[0] == '5') {
+                status[0] = '4';
+            }
+            co_return host_failed(status.empty() ? "4.7.0" : status,
+                                  "SMTP AUTH " + mechanism + " failed: " + remote_said(reply));
+        }
+        log::info("SMTP AUTH " + mechanism + " with " + peer_ + " succeeded");
+        co_return true;
+    }
+
+    // The mechanisms named by the EHLO reply's AUTH lines, upper case.
+    // Old servers write "AUTH=LOGIN PLAIN", which is accepted too.
+    std::vector<std::string> auth_mechanisms() const {
+        std::vector<std::string> mechanisms;
+        for (const auto& line : extension_lines_) {
+            std::string upper = line;
+            std::transform(upper.begin(), upper.end(), upper.begin(),
+                           [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+            if (upper.rfind("AUTH ", 0) != 0 && upper.rfind("AUTH=", 0) != 0) {
+                continue;
+            }
+            std::istringstream words(upper.substr(5));
+            std::string word;
+            while (words >> word) {
+                mechanisms.push_back(word);
+            }
+        }
+        return mechanisms;
     }
 
     // Collects what the handshake established, and checks the chain against
@@ -467,7 +668,10 @@ private:
     smtp::LineReader reader_;
     std::shared_ptr<Deadline> deadline_;
     std::string peer_;
+    bool implicit_tls_;
+    bool tls_active_ = false;
     std::vector<std::string> extensions_;
+    std::vector<std::string> extension_lines_;  // the EHLO reply's lines after the first
     AttemptResult result_;
 };
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <fstream>
 #include <string_view>
 
 #include <asio/co_spawn.hpp>
@@ -11,6 +12,8 @@
 #include <asio/use_awaitable.hpp>
 
 #include "tlsrelay/delivery/routing.hpp"
+#include "tlsrelay/queue/control.hpp"
+#include "tlsrelay/queue/schedule.hpp"
 #include "tlsrelay/smtp/command.hpp"
 #include "tlsrelay/util/idna.hpp"
 #include "tlsrelay/util/log.hpp"
@@ -28,6 +31,35 @@ std::string format_delay(std::int64_t arrival_unix_ms) {
     char text[32];
     std::snprintf(text, sizeof text, seconds < 10 ? "%.2g" : "%.0f", seconds);
     return text;
+}
+
+std::int64_t unix_now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+// The steady-clock time of a wall-clock instant stored in the spool.
+Clock::time_point steady_from_unix_ms(std::int64_t unix_ms) {
+    return Clock::now() + std::chrono::milliseconds(unix_ms - unix_now_ms());
+}
+
+// RFC 3461 section 4.1: without NOTIFY, failures are reported and delays
+// may be; NOTIFY=NEVER or a list without the keyword turns a report off.
+bool notify_allows(const queue::Envelope& envelope, std::size_t index, std::string_view keyword) {
+    if (index >= envelope.recipient_dsn.size() || envelope.recipient_dsn[index].notify.empty()) {
+        return true;
+    }
+    std::string notify = envelope.recipient_dsn[index].notify;
+    std::transform(notify.begin(), notify.end(), notify.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+    return notify.find(keyword) != std::string::npos;
+}
+
+std::string format_seconds(std::chrono::seconds duration) {
+    auto seconds = duration.count();
+    if (seconds % 86400 == 0 && seconds > 0) return std::to_string(seconds / 86400) + "d";
+    if (seconds % 3600 == 0 && seconds > 0) return std::to_string(seconds / 3600) + "h";
+    return std::to_string(seconds) + "s";
 }
 
 bool equal_ignoring_case(std::string_view a, std::string_view b) {
@@ -48,7 +80,26 @@ void Scheduler::add(queue::StoredMessage message) {
     auto id = message.envelope.id;
     Entry entry;
     entry.message = std::move(message);
+    entry.message.state.recipients.resize(entry.message.envelope.recipients.size());
+
+    // A message with deferred recipients keeps its retry time across a
+    // restart; one with untried recipients is due at once.
     entry.next_attempt = Clock::now();
+    entry.ready = true;
+    std::optional<std::int64_t> next_try;
+    for (const auto& recipient : entry.message.state.recipients) {
+        if (recipient.status == queue::RecipientStatus::pending) {
+            next_try.reset();
+            break;
+        }
+        if (recipient.status == queue::RecipientStatus::deferred) {
+            next_try = std::min(next_try.value_or(recipient.next_try_unix_ms), recipient.next_try_unix_ms);
+        }
+    }
+    if (next_try && *next_try > unix_now_ms()) {
+        entry.next_attempt = steady_from_unix_ms(*next_try);
+        entry.ready = false;
+    }
     entries_.insert_or_assign(id, std::move(entry));
     wake_.cancel();
 }
@@ -58,8 +109,16 @@ void Scheduler::recover() {
     if (!messages.empty()) {
         log::info("recovered " + std::to_string(messages.size()) + " queued message(s) from " + spool_.directory().string());
     }
+    std::vector<std::string> ids;
     for (auto& message : messages) {
+        ids.push_back(message.envelope.id);
         add(std::move(message));
+    }
+
+    // A crash may have come between recording a bounce and queueing its
+    // notification; settle() sends what is still owed.
+    for (const auto& id : ids) {
+        settle(id);
     }
 }
 
@@ -74,6 +133,7 @@ void Scheduler::enqueue(const queue::Envelope& envelope) {
 
 void Scheduler::start() {
     asio::co_spawn(executor_, run(), asio::detached);
+    asio::co_spawn(executor_, watch_control(), asio::detached);
 }
 
 void Scheduler::stop() {
@@ -83,32 +143,171 @@ void Scheduler::stop() {
 
 asio::awaitable<void> Scheduler::run() {
     while (!stopped_) {
+        // Deferred messages join the due ones only at a queue run, so a
+        // failing destination is not retried more often than
+        // queue_run_delay, whatever the backoff says.
         auto now = Clock::now();
-        auto next_wake = now + std::chrono::hours(1);
+        if (now >= next_queue_run_) {
+            next_queue_run_ = now + settings_.queue_run_delay;
+            for (auto& [id, entry] : entries_) {
+                if (!entry.busy && !entry.message.state.held && entry.next_attempt <= now) {
+                    entry.ready = true;
+                }
+            }
+        }
+
         // Pick the due messages first and start them after the loop: a
         // delivery that finishes without waiting (a DNS answer from the
         // cache, a bounce) erases its entry while it runs.
         std::vector<std::string> due;
         for (auto& [id, entry] : entries_) {
-            if (entry.busy) {
+            if (entry.busy || !entry.ready || entry.message.state.held) {
                 continue;
             }
-            if (entry.next_attempt <= now && active_ + due.size() < settings_.max_parallel_deliveries) {
-                entry.busy = true;
-                due.push_back(id);
-            } else {
-                next_wake = std::min(next_wake, std::max(entry.next_attempt, now + std::chrono::milliseconds(10)));
+            if (active_ + due.size() >= settings_.max_parallel_deliveries) {
+                break;
             }
+            entry.busy = true;
+            entry.ready = false;
+            due.push_back(id);
         }
         for (auto& id : due) {
             ++active_;
             asio::co_spawn(executor_, deliver(std::move(id)), asio::detached);
         }
 
-        wake_.expires_at(next_wake);
+        // A finished delivery, a new message or a queue command cancels
+        // this wait early.
+        wake_.expires_at(std::min(next_queue_run_, Clock::now() + std::chrono::hours(1)));
         std::error_code ignored;
         co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
     }
+}
+
+asio::awaitable<void> Scheduler::watch_control() {
+    asio::steady_timer timer(executor_);
+    while (!stopped_) {
+        std::vector<queue::ControlRequest> requests;
+        try {
+            requests = queue::take_requests(spool_.directory());
+        } catch (const std::exception& error) {
+            log::error(std::string("cannot read queue commands: ") + error.what());
+        }
+        for (const auto& request : requests) {
+            log::info("queue command: " + request.text);
+            apply_request(request.text);
+            queue::finish_request(request);
+        }
+        timer.expires_after(settings_.control_poll_interval);
+        std::error_code ignored;
+        co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+    }
+}
+
+void Scheduler::apply_request(const std::string& request) {
+    auto space = request.find(' ');
+    std::string verb = request.substr(0, space);
+    std::string argument = space == std::string::npos ? "" : request.substr(space + 1);
+    if (verb == "flush") {
+        flush();
+        return;
+    }
+    std::vector<std::string> ids;
+    if (argument == "ALL") {
+        for (const auto& [id, entry] : entries_) {
+            ids.push_back(id);
+        }
+    } else {
+        ids.push_back(argument);
+    }
+    if (verb != "delete" && verb != "hold" && verb != "release") {
+        log::error("unknown queue command \"" + request + "\" in the control folder; ignored");
+        return;
+    }
+    for (const auto& id : ids) {
+        bool found = false;
+        if (verb == "delete") {
+            found = remove(id);
+        } else if (verb == "hold") {
+            found = hold(id);
+        } else {
+            found = release(id);
+        }
+        if (!found) {
+            log::warning("queue " + verb + ": no queued message " + id);
+        }
+    }
+}
+
+void Scheduler::flush() {
+    for (auto& [name, destination] : *destinations_) {
+        destination.suspended_until = {};
+    }
+    for (auto& [id, entry] : entries_) {
+        if (!entry.busy && !entry.message.state.held) {
+            entry.ready = true;
+        }
+    }
+    wake_.cancel();
+}
+
+bool Scheduler::remove(const std::string& id) {
+    auto found = entries_.find(id);
+    if (found == entries_.end()) {
+        return false;
+    }
+    if (found->second.busy) {
+        found->second.delete_requested = true;
+        log::info(id + ": delete requested; the message is removed when its delivery attempt ends");
+        return true;
+    }
+    try {
+        spool_.remove(id);
+    } catch (const queue::SpoolError& error) {
+        log::error(id + ": cannot delete: " + error.what());
+        return true;
+    }
+    entries_.erase(found);
+    log::info(id + ": removed by queue delete");
+    return true;
+}
+
+bool Scheduler::hold(const std::string& id) {
+    auto found = entries_.find(id);
+    if (found == entries_.end()) {
+        return false;
+    }
+    // During an attempt the state in memory still has the results from
+    // before it, so writing it now is consistent. The attempt writes the
+    // hold again with its own results when it ends.
+    auto& entry = found->second;
+    entry.message.state.held = true;
+    entry.ready = false;
+    try {
+        spool_.record_state(id, entry.message.state);
+        log::info(id + ": on hold");
+    } catch (const queue::SpoolError& error) {
+        log::error(id + ": cannot record the hold: " + error.what());
+    }
+    return true;
+}
+
+bool Scheduler::release(const std::string& id) {
+    auto found = entries_.find(id);
+    if (found == entries_.end()) {
+        return false;
+    }
+    auto& entry = found->second;
+    entry.message.state.held = false;
+    entry.ready = !entry.busy;
+    try {
+        spool_.record_state(id, entry.message.state);
+        log::info(id + ": released from hold");
+    } catch (const queue::SpoolError& error) {
+        log::error(id + ": cannot record the release: " + error.what());
+    }
+    wake_.cancel();
+    return true;
 }
 
 asio::awaitable<void> Scheduler::deliver(std::string id) {
@@ -137,36 +336,203 @@ asio::awaitable<void> Scheduler::deliver(std::string id) {
         }
     }
 
-    // Record final results before anything else, so a crash from here on
-    // cannot send these recipients again.
-    bool changed = false;
+    // Record the results before anything else, in one write, so a crash
+    // from here on cannot send these recipients again.
+    record_results(entry, results);
+    entry.busy = false;
+    --active_;
+    wake_.cancel();
+    if (entry.delete_requested) {
+        remove(id);
+        co_return;
+    }
+    settle(id);
+}
+
+void Scheduler::record_results(Entry& entry, const std::vector<RecipientResult>& results) {
+    const auto& envelope = entry.message.envelope;
+    auto now = unix_now_ms();
+    std::int64_t next_try = 0;
     for (const auto& result : results) {
-        if (result.outcome != Outcome::deferred) {
-            changed |= entry.message.finished.insert(result.index).second;
+        auto& state = entry.message.state.recipients[result.index];
+        state.attempts += 1;
+        state.dsn = result.dsn;
+        state.reason = result.detail;
+        if (result.outcome == Outcome::deferred) {
+            auto delay = queue::retry_delay(state.attempts, settings_.minimal_backoff_time, settings_.maximal_backoff_time);
+            state.status = queue::RecipientStatus::deferred;
+            state.next_try_unix_ms = now + std::chrono::duration_cast<std::chrono::milliseconds>(delay).count();
+            next_try = next_try == 0 ? state.next_try_unix_ms : std::min(next_try, state.next_try_unix_ms);
+            continue;
+        }
+        state.status = result.outcome == Outcome::sent ? queue::RecipientStatus::sent : queue::RecipientStatus::bounced;
+        state.next_try_unix_ms = 0;
+        entry.message.finished.insert(result.index);
+    }
+    if (next_try != 0) {
+        entry.next_attempt = steady_from_unix_ms(next_try);
+    }
+
+    try {
+        // With every recipient sent, removing the file is the one record.
+        bool all_sent = std::all_of(entry.message.state.recipients.begin(), entry.message.state.recipients.end(),
+                                    [](const queue::RecipientState& state) {
+                                        return state.status == queue::RecipientStatus::sent;
+                                    });
+        if (!all_sent) {
+            spool_.record_state(envelope.id, entry.message.state);
+        }
+    } catch (const queue::SpoolError& error) {
+        log::error(envelope.id + ": cannot update queue file: " + error.what());
+    }
+}
+
+// Queues the notifications a message owes its sender, then removes the
+// message when every recipient is final, or records the notices sent.
+// Returns true when the message left the queue.
+bool Scheduler::settle(const std::string& id) {
+    auto found = entries_.find(id);
+    if (found == entries_.end() || found->second.busy) {
+        return false;
+    }
+    auto& entry = found->second;
+    auto& states = entry.message.state.recipients;
+    const auto& envelope = entry.message.envelope;
+    auto now = unix_now_ms();
+    bool changed = false;
+
+    std::vector<std::size_t> failed;
+    std::vector<std::size_t> delayed;
+    for (std::size_t index = 0; index < states.size(); ++index) {
+        auto& state = states[index];
+        if (state.status == queue::RecipientStatus::bounced && !state.notified) {
+            if (notify_allows(envelope, index, "FAILURE")) {
+                failed.push_back(index);
+            } else {
+                state.notified = true;
+                changed = true;
+            }
+        }
+        if (state.status == queue::RecipientStatus::deferred && !state.delay_warned &&
+            queue::delay_warning_due(envelope.arrival_unix_ms, now, settings_.delay_warning_time)) {
+            if (notify_allows(envelope, index, "DELAY")) {
+                delayed.push_back(index);
+            } else {
+                state.delay_warned = true;
+                changed = true;
+            }
         }
     }
+
+    // A notice that cannot be queued stays owed and is tried again after
+    // the next attempt or at the next start.
+    if (!failed.empty() && queue_notice(entry, queue::DsnAction::failed, failed)) {
+        for (auto index : failed) {
+            states[index].notified = true;
+        }
+        changed = true;
+    }
+    if (!delayed.empty() && queue_notice(entry, queue::DsnAction::delayed, delayed)) {
+        for (auto index : delayed) {
+            states[index].delay_warned = true;
+        }
+        changed = true;
+    }
+
+    bool done = std::all_of(states.begin(), states.end(), [](const queue::RecipientState& state) {
+        return state.status == queue::RecipientStatus::sent ||
+               (state.status == queue::RecipientStatus::bounced && state.notified);
+    });
     try {
-        if (entry.message.finished.size() == envelope.recipients.size()) {
+        if (done) {
             spool_.remove(id);
             log::info(id + ": removed");
-            --active_;
-            entries_.erase(id);
+            entries_.erase(found);
             wake_.cancel();
-            co_return;
+            return true;
         }
         if (changed) {
-            spool_.record_finished(id, entry.message.finished);
+            spool_.record_state(id, entry.message.state);
         }
     } catch (const queue::SpoolError& error) {
         log::error(id + ": cannot update queue file: " + error.what());
     }
+    return false;
+}
 
-    entry.backoff = entry.backoff.count() == 0 ? settings_.minimal_backoff_time
-                                               : std::min(entry.backoff * 2, settings_.maximal_backoff_time);
-    entry.next_attempt = Clock::now() + entry.backoff;
-    entry.busy = false;
-    --active_;
-    wake_.cancel();
+std::chrono::seconds Scheduler::lifetime_of(const queue::Envelope& envelope) const {
+    return envelope.sender.empty() ? settings_.bounce_queue_lifetime : settings_.maximal_queue_lifetime;
+}
+
+// Writes a delivery status notification as a new spool message from the
+// null sender and schedules it; returns false when it could not be queued.
+bool Scheduler::queue_notice(const Entry& entry, queue::DsnAction action, const std::vector<std::size_t>& indices) {
+    const auto& envelope = entry.message.envelope;
+    const char* kind = action == queue::DsnAction::failed ? "non-delivery" : "delay";
+    // RFC 5321 section 4.5.5: mail from the null sender is never answered
+    // with a notification, which keeps bounces from looping.
+    if (envelope.sender.empty()) {
+        log::info(envelope.id + ": no " + kind + " notification: the sender is the null sender <>");
+        return true;
+    }
+
+    queue::DsnReport report;
+    report.action = action;
+    report.reporting_mta = settings_.client.helo_name;
+    report.queue_id = envelope.id;
+    report.envid = envelope.dsn_envid;
+    report.arrival_unix_ms = envelope.arrival_unix_ms;
+    report.now_unix_ms = unix_now_ms();
+    report.retry_until_unix_ms =
+        envelope.arrival_unix_ms +
+        std::chrono::duration_cast<std::chrono::milliseconds>(lifetime_of(envelope)).count();
+    report.sender = envelope.sender;
+    report.return_full = envelope.dsn_ret != "HDRS" && envelope.dsn_ret != "hdrs";
+    for (auto index : indices) {
+        const auto& state = entry.message.state.recipients[index];
+        queue::DsnRecipient recipient;
+        recipient.address = envelope.recipients[index];
+        if (index < envelope.recipient_dsn.size()) {
+            recipient.orcpt = envelope.recipient_dsn[index].orcpt;
+        }
+        recipient.status = state.dsn;
+        recipient.relay = state.relay;
+        recipient.reason = state.reason;
+        report.recipients.push_back(std::move(recipient));
+    }
+
+    try {
+        // Only the part that can be returned is read: the whole message up
+        // to the return limit, else enough to find its header.
+        std::ifstream in(entry.message.file, std::ios::binary);
+        in.seekg(static_cast<std::streamoff>(entry.message.content_offset));
+        std::string original(queue::dsn_return_limit + 1, '\0');
+        in.read(original.data(), static_cast<std::streamsize>(original.size()));
+        original.resize(static_cast<std::size_t>(std::max<std::streamsize>(0, in.gcount())));
+        if (!in && !in.eof()) {
+            throw queue::SpoolError("cannot read " + entry.message.file.string());
+        }
+
+        bool eight_bit = false;
+        auto content = queue::compose_dsn(report, original, eight_bit);
+        queue::Envelope notice;
+        notice.id = queue::make_queue_id();
+        notice.recipients = {envelope.sender};
+        notice.recipient_dsn.emplace_back();
+        notice.arrival_unix_ms = report.now_unix_ms;
+        notice.client = "local";
+        notice.eight_bit = eight_bit || envelope.eight_bit;
+        notice.smtputf8 = envelope.smtputf8;
+        auto writer = spool_.create(notice);
+        writer.append(content);
+        writer.commit();
+        log::info(envelope.id + ": sender " + kind + " notification: " + notice.id);
+        enqueue(notice);
+        return true;
+    } catch (const std::exception& error) {
+        log::error(envelope.id + ": cannot queue the " + kind + " notification: " + error.what());
+        return false;
+    }
 }
 
 asio::awaitable<void> Scheduler::deliver_domain(Entry& entry, const std::string& domain,
@@ -176,8 +542,7 @@ asio::awaitable<void> Scheduler::deliver_domain(Entry& entry, const std::string&
         for (auto index : indices) {
             RecipientResult result{index, Outcome::bounced, "5.1.2",
                                    "invalid domain name " + domain + " in the recipient address: " + idna_error};
-            log_result(entry, result, "none", policy::Trust::none);
-            results.push_back(result);
+            report(entry, result, "none", policy::Trust::none, results);
         }
         co_return;
     }
@@ -186,14 +551,31 @@ asio::awaitable<void> Scheduler::deliver_domain(Entry& entry, const std::string&
     auto fail_all = [&](Outcome outcome, const std::string& dsn, const std::string& reason, const std::string& relay,
                         policy::Trust trust) {
         for (auto index : indices) {
-            RecipientResult result{index, outcome, dsn, reason};
-            log_result(entry, result, relay, trust);
-            results.push_back(result);
+            report(entry, RecipientResult{index, outcome, dsn, reason}, relay, trust, results);
         }
     };
 
     // A transport entry for the domain wins over the relayhost.
-    const auto hop = next_hop_for(domain);
+    const auto hop = next_hop_for(domain, entry.message.envelope.sender);
+    std::string next_hop = hop ? hop->host : domain;
+
+    // A destination that just failed as a whole is not tried again for
+    // each of its messages until its suspension ends.
+    if (auto found = destinations_->find(next_hop);
+        found != destinations_->end() && found->second.suspended_until > Clock::now()) {
+        fail_all(Outcome::deferred, found->second.dsn, "delivery temporarily suspended: " + found->second.reason,
+                 "none", policy::Trust::none);
+        co_return;
+    }
+    auto slot = co_await take_destination_slot(next_hop);
+    if (!slot) {
+        fail_all(Outcome::deferred, "4.4.5",
+                 "too many deliveries to " + next_hop + " in progress (default_destination_concurrency_limit " +
+                     std::to_string(settings_.destination_concurrency_limit) + ")",
+                 "none", policy::Trust::none);
+        co_return;
+    }
+
     auto route = co_await find_route(resolver_, domain, hop, settings_.port);
     if (route.status != Route::Status::ok) {
         auto outcome = route.status == Route::Status::permanent_failure ? Outcome::bounced : Outcome::deferred;
@@ -208,7 +590,6 @@ asio::awaitable<void> Scheduler::deliver_domain(Entry& entry, const std::string&
 
     // The policy of the next hop: the relayhost as "[host]:port", else the
     // recipient domain, then its parent domains, then the global default.
-    std::string next_hop = hop ? hop->host : domain;
     std::string policy_key = hop ? policy::next_hop_key(hop->host, hop->port, hop->port_given, hop->mx_lookup) : domain;
     const policy::Entry* table_entry = settings_.policy_table.lookup(policy_key);
     const policy::Policy& policy = table_entry ? table_entry->policy : settings_.default_policy;
@@ -243,9 +624,9 @@ asio::awaitable<void> Scheduler::deliver_domain(Entry& entry, const std::string&
             }
             std::string relay = format_peer(host.name, address, route.port);
             if (!attempt.host_failed) {
+                (*destinations_)[next_hop].suspended_until = {};
                 for (const auto& result : attempt.recipients) {
-                    log_result(entry, result, relay, attempt.trust);
-                    results.push_back(result);
+                    report(entry, result, relay, attempt.trust, results);
                 }
                 co_return;
             }
@@ -255,7 +636,47 @@ asio::awaitable<void> Scheduler::deliver_domain(Entry& entry, const std::string&
         }
     }
 
+    // No host carried the transaction: suspend the destination, as
+    // Postfix's queue manager does for a dead site, until the next retry.
+    auto& destination = (*destinations_)[next_hop];
+    destination.suspended_until = Clock::now() + settings_.minimal_backoff_time;
+    destination.dsn = last.dsn;
+    destination.reason = last.reason;
+    log::info("destination " + next_hop + " suspended for " + format_seconds(settings_.minimal_backoff_time) + ": " +
+              last.reason);
     fail_all(Outcome::deferred, last.dsn, last.reason, last_relay, last.trust);
+}
+
+// Waits for one of the destination's delivery slots; returns a released
+// handle when none freed up within the wait limit or the scheduler stops.
+asio::awaitable<Scheduler::DestinationSlot> Scheduler::take_destination_slot(const std::string& next_hop) {
+    asio::steady_timer timer(executor_);
+    auto give_up = Clock::now() + settings_.client.command_timeout;
+    while ((*destinations_)[next_hop].connections >= settings_.destination_concurrency_limit) {
+        if (stopped_ || Clock::now() >= give_up) {
+            co_return DestinationSlot();
+        }
+        timer.expires_after(std::chrono::milliseconds(100));
+        std::error_code ignored;
+        co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+    }
+    ++(*destinations_)[next_hop].connections;
+    co_return DestinationSlot(destinations_, next_hop);
+}
+
+Scheduler::DestinationSlot::~DestinationSlot() {
+    if (!destinations_) {
+        return;
+    }
+    auto found = destinations_->find(next_hop_);
+    if (found == destinations_->end()) {
+        return;
+    }
+    --found->second.connections;
+    // Keep the map small: an idle destination with no suspension has no state worth keeping.
+    if (found->second.connections == 0 && found->second.suspended_until <= Clock::now()) {
+        destinations_->erase(found);
+    }
 }
 
 // Gathers the DNSSEC facts DANE needs, and looks up the host's TLSA records
@@ -330,14 +751,47 @@ bool Scheduler::loops_back(const Route& route) const {
     return false;
 }
 
-std::optional<NextHop> Scheduler::next_hop_for(const std::string& domain) const {
+// Chooses the next hop: a transport entry for the domain, else the
+// sender's relayhost (the whole address first, then "@domain"), else the
+// relayhost. No next hop means an MX lookup of the domain.
+std::optional<NextHop> Scheduler::next_hop_for(const std::string& domain, const std::string& sender) const {
     for (const auto& [pattern, hop] : settings_.transports) {
         bool subdomain = pattern.starts_with('.') && domain.size() > pattern.size() && domain.ends_with(pattern);
         if (domain == pattern || subdomain) {
             return hop;
         }
     }
+
+    // The null sender of bounces has no entry; bounces use relayhost.
+    auto at = sender.rfind('@');
+    if (at != std::string::npos) {
+        std::string address = sender;
+        std::transform(address.begin(), address.end(), address.begin(),
+                       [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+        for (const auto& key : {address, address.substr(at)}) {
+            for (const auto& [pattern, hop] : settings_.sender_relayhosts) {
+                if (pattern == key) {
+                    return hop;
+                }
+            }
+        }
+    }
     return settings_.relayhost;
+}
+
+// Turns a deferral past the queue lifetime into a bounce, then logs the
+// result and keeps it with the relay that gave it.
+void Scheduler::report(Entry& entry, RecipientResult result, const std::string& relay, policy::Trust trust,
+                       std::vector<RecipientResult>& results) {
+    const auto& envelope = entry.message.envelope;
+    auto lifetime = lifetime_of(envelope);
+    if (result.outcome == Outcome::deferred && queue::lifetime_exceeded(envelope.arrival_unix_ms, unix_now_ms(), lifetime)) {
+        result.outcome = Outcome::bounced;
+        result.detail += "; message expired: queued longer than " + format_seconds(lifetime);
+    }
+    log_result(entry, result, relay, trust);
+    entry.message.state.recipients[result.index].relay = relay;
+    results.push_back(std::move(result));
 }
 
 void Scheduler::log_result(const Entry& entry, const RecipientResult& result, const std::string& relay,

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -95,7 +96,133 @@ std::string serialise(const Envelope& envelope) {
     return text;
 }
 
+constexpr std::string_view state_format_line = "tlsrelay-state 2";
+
+// State file fields are separated by spaces and end at the line end, so
+// reasons lose their line breaks and empty fields are written as "-".
+std::string field(const std::string& value) {
+    if (value.empty()) {
+        return "-";
+    }
+    std::string text = value;
+    std::replace_if(text.begin(), text.end(), [](char c) { return c == ' ' || c == '\r' || c == '\n'; }, '_');
+    return text;
+}
+
+std::string one_line(const std::string& value) {
+    std::string text = value;
+    std::replace_if(text.begin(), text.end(), [](char c) { return c == '\r' || c == '\n'; }, ' ');
+    return text;
+}
+
+std::optional<RecipientStatus> status_from(const std::string& text) {
+    if (text == "pending") return RecipientStatus::pending;
+    if (text == "deferred") return RecipientStatus::deferred;
+    if (text == "sent") return RecipientStatus::sent;
+    if (text == "bounced") return RecipientStatus::bounced;
+    return std::nullopt;
+}
+
 }  // namespace
+
+const char* to_string(RecipientStatus status) {
+    switch (status) {
+    case RecipientStatus::pending: return "pending";
+    case RecipientStatus::deferred: return "deferred";
+    case RecipientStatus::sent: return "sent";
+    case RecipientStatus::bounced: return "bounced";
+    }
+    return "pending";
+}
+
+std::string serialise_state(const MessageState& state) {
+    std::string text(state_format_line);
+    text += "\n";
+    if (state.held) {
+        text += "hold\n";
+    }
+    for (std::size_t index = 0; index < state.recipients.size(); ++index) {
+        const auto& recipient = state.recipients[index];
+        if (recipient.status == RecipientStatus::pending && recipient.attempts == 0) {
+            continue;
+        }
+        std::string flags;
+        if (recipient.notified) flags += 'n';
+        if (recipient.delay_warned) flags += 'w';
+        text += "recipient " + std::to_string(index) + " " + to_string(recipient.status) + " " +
+                std::to_string(recipient.attempts) + " " + std::to_string(recipient.next_try_unix_ms) + " " +
+                field(flags) + " " + field(recipient.dsn) + " " + field(recipient.relay) + " " +
+                one_line(recipient.reason) + "\n";
+    }
+    return text;
+}
+
+std::optional<MessageState> parse_state(const std::string& text, std::size_t recipient_count) {
+    MessageState state;
+    state.recipients.resize(recipient_count);
+    std::istringstream in(text);
+    std::string line;
+    bool first = true;
+    bool versioned = false;
+    while (std::getline(in, line)) {
+        if (first && line == state_format_line) {
+            versioned = true;
+            first = false;
+            continue;
+        }
+        first = false;
+        if (line.empty()) {
+            continue;
+        }
+        if (!versioned) {
+            // The first format: one index per line of a recipient that has
+            // a final result, without saying which.
+            if (line.find_first_not_of("0123456789") != std::string::npos || line.size() > 9) {
+                return std::nullopt;
+            }
+            auto index = std::stoul(line);
+            if (index < recipient_count) {
+                state.recipients[index].status = RecipientStatus::sent;
+                state.recipients[index].notified = true;
+            }
+            continue;
+        }
+        if (line == "hold") {
+            state.held = true;
+            continue;
+        }
+        std::istringstream fields(line);
+        std::string key, status, flags, dsn, relay;
+        std::size_t index = 0;
+        int attempts = 0;
+        std::int64_t next_try = 0;
+        if (!(fields >> key >> index >> status >> attempts >> next_try >> flags >> dsn >> relay) || key != "recipient") {
+            return std::nullopt;
+        }
+        auto parsed = status_from(status);
+        if (!parsed) {
+            return std::nullopt;
+        }
+        std::string reason;
+        std::getline(fields, reason);
+        if (!reason.empty() && reason.front() == ' ') {
+            reason.erase(0, 1);
+        }
+        if (index >= recipient_count) {
+            continue;
+        }
+        auto& recipient = state.recipients[index];
+        recipient.status = *parsed;
+        recipient.attempts = attempts;
+        recipient.next_try_unix_ms = next_try;
+        recipient.notified = flags.find('n') != std::string::npos;
+        recipient.delay_warned = flags.find('w') != std::string::npos;
+        recipient.dsn = dsn == "-" ? "" : dsn;
+        recipient.relay = relay == "-" ? "" : relay;
+        recipient.reason = reason;
+    }
+    return state;
+}
 
 void sync_directory(const fs::path& directory) {
     int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -168,7 +295,7 @@ void MessageWriter::commit() {
 }
 
 Spool::Spool(fs::path directory) : directory_(std::move(directory)) {
-    for (const char* sub : {"tmp", "active", "state", "corrupt"}) {
+    for (const char* sub : {"tmp", "active", "state", "corrupt", "control"}) {
         std::error_code error;
         fs::create_directories(directory_ / sub, error);
         if (error) {
@@ -193,11 +320,33 @@ MessageWriter Spool::create(const Envelope& envelope) {
 }
 
 void Spool::record_finished(const std::string& id, const std::set<std::size_t>& finished) {
-    std::string text;
-    for (auto index : finished) {
-        text += std::to_string(index) + "\n";
+    MessageState state;
+    if (!finished.empty()) {
+        state.recipients.resize(*finished.rbegin() + 1);
     }
-    write_file_durably(directory_ / "tmp" / (id + ".state"), state_path(id), text);
+    for (auto index : finished) {
+        state.recipients[index].status = RecipientStatus::sent;
+        state.recipients[index].notified = true;
+    }
+    record_state(id, state);
+}
+
+void Spool::record_state(const std::string& id, const MessageState& state) {
+    write_file_durably(directory_ / "tmp" / (id + ".state"), state_path(id), serialise_state(state));
+}
+
+std::vector<StoredMessage> Spool::scan() const {
+    std::vector<StoredMessage> messages;
+    std::error_code error;
+    for (fs::directory_iterator it(directory_ / "active", error), end; !error && it != end; it.increment(error)) {
+        if (auto message = read_message(it->path())) {
+            messages.push_back(std::move(*message));
+        }
+    }
+    std::sort(messages.begin(), messages.end(), [](const StoredMessage& a, const StoredMessage& b) {
+        return a.envelope.arrival_unix_ms < b.envelope.arrival_unix_ms;
+    });
+    return messages;
 }
 
 void Spool::remove(const std::string& id) {
@@ -248,11 +397,27 @@ std::optional<StoredMessage> Spool::read_message(const fs::path& file) const {
         return std::nullopt;
     }
     message.content_offset = static_cast<std::uint64_t>(in.tellg());
+    std::error_code size_error;
+    auto file_size = fs::file_size(file, size_error);
+    if (!size_error && file_size >= message.content_offset) {
+        message.content_size = file_size - message.content_offset;
+    }
 
-    std::ifstream state(state_path(message.envelope.id));
-    std::size_t index = 0;
-    while (state >> index) {
-        if (index < message.envelope.recipients.size()) {
+    // No state file means no recipient was tried yet.
+    std::ifstream state_file(state_path(message.envelope.id), std::ios::binary);
+    std::ostringstream state_text;
+    state_text << state_file.rdbuf();
+    auto state = parse_state(state_text.str(), message.envelope.recipients.size());
+    if (!state) {
+        // Resending is better than losing the message to corrupt/.
+        log::error("state file " + state_path(message.envelope.id).string() +
+                   " is unreadable; every recipient of the message counts as pending");
+        state = parse_state("", message.envelope.recipients.size());
+    }
+    message.state = std::move(*state);
+    for (std::size_t index = 0; index < message.state.recipients.size(); ++index) {
+        auto status = message.state.recipients[index].status;
+        if (status == RecipientStatus::sent || status == RecipientStatus::bounced) {
             message.finished.insert(index);
         }
     }

@@ -358,11 +358,15 @@ private:
         if (protocol_->tls_active()) {
             header += "\t(using " + protocol_->tls_description() + ")\r\n";
         }
-        header += "\tby " + settings_->protocol.myhostname + " (tlsrelay) with " + protocol + " id " + envelope.id + "\r\n";
+        header += "\tby " + settings_->protocol.myhostname + " (tlsrelay) with " + protocol + " id " + envelope.id;
+        // The date follows the last clause on a folded line of its own:
+        // "for <rcpt>" names the recipient only when there is one.
+        auto date = rfc5322_date(static_cast<std::time_t>(envelope.arrival_unix_ms / 1000));
         if (envelope.recipients.size() == 1) {
-            header += "\tfor <" + envelope.recipients.front() + ">";
+            header += "\r\n\tfor <" + envelope.recipients.front() + ">; " + date + "\r\n";
+        } else {
+            header += ";\r\n\t" + date + "\r\n";
         }
-        header += "; " + rfc5322_date(static_cast<std::time_t>(envelope.arrival_unix_ms / 1000)) + "\r\n";
         return header;
     }
 

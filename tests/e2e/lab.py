@@ -433,7 +433,8 @@ class Receiver:
     """receiver.py (aiosmtpd) listening on host:port, storing messages in maildir."""
 
     def __init__(self, directory, name, host, port, cert=None, key=None,
-                 starttls=True, reject_rcpt_prefix=None, hostname=None, seven_bit=False):
+                 starttls=True, reject_rcpt_prefix=None, hostname=None, seven_bit=False,
+                 auth=None, auth_mechanisms=None, implicit_tls=False):
         self.directory = Path(directory)
         self.name = name
         self.host = host
@@ -452,6 +453,12 @@ class Receiver:
             args += ["--reject-rcpt-prefix", reject_rcpt_prefix]
         if seven_bit:
             args += ["--seven-bit"]
+        if auth:
+            args += ["--auth", auth]
+        if auth_mechanisms:
+            args += ["--auth-mechanisms", auth_mechanisms]
+        if implicit_tls:
+            args += ["--implicit-tls"]
         self.process = ManagedProcess(name, args, self.directory)
 
     def wait_ready(self, timeout=START_TIMEOUT):
@@ -513,7 +520,8 @@ class Relay:
 
     def __init__(self, directory, binary, nameserver_port, ca_file, mx_port,
                  outbound_level="may", inbound_level="may",
-                 mynetworks=("127.0.0.0/8", "[::1]/128"), smtpd_extra=(), toml_tail="", toml_head=""):
+                 mynetworks=("127.0.0.0/8", "[::1]/128"), smtpd_extra=(), toml_tail="", toml_head="",
+                 relayhost="", smtp_extra=()):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.binary = binary
@@ -539,7 +547,8 @@ class Relay:
                 f"tls_CAfile = {toml_string(ca_file)}",
                 'tls_CApath = ""',
                 f"port = {mx_port}",
-                'relayhost = ""',
+                f"relayhost = {toml_string(relayhost)}",
+                *smtp_extra,
                 "",
                 "[dns]",
                 f"nameservers = {toml_string_array([f'127.0.0.1:{nameserver_port}'])}",

@@ -8,8 +8,10 @@ It offers STARTTLS (unless --no-tls), accepts every sender and recipient
 except those rejected by --reject-rcpt-prefix, and stores message n as
 DIR/<n>.eml (the DATA bytes exactly as received, after dot-unstuffing) and
 DIR/<n>.json (envelope and TLS details). The .json file is written last and
-renamed into place, so its presence means both files are complete. Prints
-"ready" to stdout once listening and exits on SIGTERM or SIGINT.
+renamed into place, so its presence means both files are complete. With
+--auth USER:PASSWORD it requires SMTP AUTH and appends each attempt's
+mechanism and result to DIR/auth.log. --implicit-tls starts TLS at connect.
+Prints "ready" to stdout once listening and exits on SIGTERM or SIGINT.
 """
 
 import argparse
@@ -23,6 +25,7 @@ import sys
 import threading
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class MaildirHandler:
@@ -78,6 +81,23 @@ class MaildirHandler:
         return f"250 2.0.0 OK: stored as message {number}"
 
 
+class PasswordAuthenticator:
+    """aiosmtpd authenticator accepting one user and password, recording every attempt's outcome."""
+
+    def __init__(self, user, password, maildir):
+        self.user = user.encode()
+        self.password = password.encode()
+        self.log_path = os.path.join(maildir, "auth.log")
+
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        success = (isinstance(auth_data, LoginPassword)
+                   and auth_data.login == self.user and auth_data.password == self.password)
+        with open(self.log_path, "a") as log:
+            log.write(f"{mechanism} {'success' if success else 'failure'} tls={session.ssl is not None}\n")
+        # handled=False makes aiosmtpd send its 535 reply on failure.
+        return AuthResult(success=success, handled=False)
+
+
 def parse_listen(value):
     host, separator, port = value.rpartition(":")
     if not separator or not host or not port.isdigit():
@@ -97,9 +117,19 @@ def parse_arguments():
     parser.add_argument("--hostname", default="mx.test", help="host name in the greeting and EHLO reply")
     parser.add_argument("--seven-bit", action="store_true",
                         help="offer neither 8BITMIME nor SMTPUTF8, like an old MTA")
+    parser.add_argument("--auth", metavar="USER:PASSWORD",
+                        help="require SMTP AUTH (offered only over TLS) with this user and password")
+    parser.add_argument("--auth-mechanisms", default="PLAIN,LOGIN",
+                        help="comma-separated AUTH mechanisms to offer with --auth")
+    parser.add_argument("--implicit-tls", action="store_true",
+                        help="start TLS at connect (port 465 style) instead of offering STARTTLS")
     arguments = parser.parse_args()
     if not arguments.no_tls and not (arguments.cert and arguments.key):
         parser.error("--cert and --key are required unless --no-tls is given")
+    if arguments.implicit_tls and arguments.no_tls:
+        parser.error("--implicit-tls and --no-tls exclude each other")
+    if arguments.auth is not None and ":" not in arguments.auth:
+        parser.error("--auth expects USER:PASSWORD")
     return arguments
 
 
@@ -129,8 +159,19 @@ def main():
     handler = MaildirHandler(arguments.maildir, arguments.reject_rcpt_prefix, server_names)
     host, port = arguments.listen
     tls_options = {}
-    if not arguments.no_tls:
+    if arguments.implicit_tls:
+        tls_options["ssl_context"] = make_tls_context(arguments.cert, arguments.key, server_names)
+    elif not arguments.no_tls:
         tls_options["tls_context"] = make_tls_context(arguments.cert, arguments.key, server_names)
+    if arguments.auth is not None:
+        user, _, password = arguments.auth.partition(":")
+        offered = {name.strip().upper() for name in arguments.auth_mechanisms.split(",")}
+        tls_options["authenticator"] = PasswordAuthenticator(user, password, arguments.maildir)
+        tls_options["auth_required"] = True
+        # Over implicit TLS the session is encrypted from the start; aiosmtpd
+        # 1.4 still treats it as "not TLS" for auth_require_tls, so allow it.
+        tls_options["auth_require_tls"] = not arguments.implicit_tls
+        tls_options["auth_exclude_mechanism"] = [name for name in ("PLAIN", "LOGIN") if name not in offered]
     controller = Controller(
         handler,
         hostname=host,

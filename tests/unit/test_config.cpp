@@ -43,6 +43,12 @@ TEST_CASE("config defaults apply to an empty file") {
     CHECK(config.smtp.port == 25);
     CHECK_FALSE(config.smtp.relayhost);
     CHECK(config.queue.minimal_backoff_time == std::chrono::seconds(300));
+    CHECK(config.queue.queue_run_delay == std::chrono::seconds(300));
+    CHECK(config.queue.maximal_queue_lifetime == std::chrono::seconds(5 * 86400));
+    CHECK(config.queue.bounce_queue_lifetime == std::chrono::seconds(5 * 86400));
+    CHECK(config.queue.delay_warning_time == std::chrono::seconds(0));
+    CHECK(config.queue.default_destination_concurrency_limit == 20);
+    CHECK(config.queue.default_process_limit == 100);
     CHECK_FALSE(config.myhostname.empty());
     CHECK(config.smtpd.mynetworks.size() == 2);
 }
@@ -73,6 +79,12 @@ attempts = 3
 [queue]
 minimal_backoff_time = "1m"
 maximal_backoff_time = "1h"
+queue_run_delay = "10s"
+maximal_queue_lifetime = "2d"
+bounce_queue_lifetime = "1d"
+delay_warning_time = "4h"
+default_destination_concurrency_limit = 5
+default_process_limit = 50
 )", file);
     CHECK(config.myhostname == "relay.example.net");
     CHECK(config.queue_directory == "/etc/tlsrelay/spool");
@@ -98,6 +110,12 @@ maximal_backoff_time = "1h"
     CHECK(config.dns.nameservers[2].port == 53);
     CHECK(config.dns.attempts == 3);
     CHECK(config.queue.minimal_backoff_time == std::chrono::seconds(60));
+    CHECK(config.queue.queue_run_delay == std::chrono::seconds(10));
+    CHECK(config.queue.maximal_queue_lifetime == std::chrono::seconds(2 * 86400));
+    CHECK(config.queue.bounce_queue_lifetime == std::chrono::seconds(86400));
+    CHECK(config.queue.delay_warning_time == std::chrono::seconds(4 * 3600));
+    CHECK(config.queue.default_destination_concurrency_limit == 5);
+    CHECK(config.queue.default_process_limit == 50);
     CHECK(config.queue.maximal_backoff_time == std::chrono::seconds(3600));
 }
 
@@ -317,8 +335,8 @@ TEST_CASE("config TLS policy errors") {
           "/etc/tlsrelay/test.toml:2: invalid smtp.tls_dane_insecure_mx_policy \"never\": expected one of dane, may");
     CHECK(error_of("[smtp]\nlevel = \"verify\"\n") ==
           "/etc/tlsrelay/test.toml:2: unknown key smtp.level = \"verify\": accepted keys in [smtp] are "
-          "command_timeout, connect_timeout, port, relayhost, tls_CAfile, tls_CApath, "
-          "tls_dane_insecure_mx_policy, tls_policy, tls_policy_maps, tls_security_level");
+          "command_timeout, connect_timeout, port, relayhost, sasl_password_file, sender_relayhost, tls_CAfile, "
+          "tls_CApath, tls_dane_insecure_mx_policy, tls_policy, tls_policy_maps, tls_security_level, tls_wrappermode");
 }
 
 TEST_CASE("config dns defaults", "[config][dns]") {

@@ -374,3 +374,28 @@ TEST_CASE("dialogue missing queue folder gives 451 at DATA", "[smtpd]") {
     CHECK(client.reply() == "451 4.3.0 Error: queue file write error");
     CHECK(client.command("NOOP") == "250 2.0.0 Ok");
 }
+
+TEST_CASE("dialogue Received header folds for several recipients", "[smtpd]") {
+    TestServer server;
+    Client client(server.port());
+    REQUIRE(client.code() == "220");
+    client.send("EHLO client.test\r\nMAIL FROM:<a@client.test>\r\nRCPT TO:<b@remote.test>\r\nRCPT TO:<c@remote.test>\r\nDATA\r\n");
+    for (int i = 0; i < 5; ++i) {
+        client.reply();
+    }
+    client.send("Subject: two\r\n\r\nx\r\n.\r\n");
+    CHECK(client.code() == "250");
+    auto queued = server.queued();
+    REQUIRE(queued.size() == 1);
+    auto content = server.content(queued[0].id);
+    auto header_end = content.find("\r\nSubject: two\r\n");
+    REQUIRE(header_end != std::string::npos);
+    // Every line of the Received field after the first is a continuation.
+    auto received = content.substr(0, header_end);
+    std::size_t position = received.find("\r\n");
+    while (position != std::string::npos) {
+        CHECK((received[position + 2] == '\t' || received[position + 2] == ' '));
+        position = received.find("\r\n", position + 2);
+    }
+    CHECK(received.find("id " + queued[0].id + ";\r\n\t") != std::string::npos);
+}

@@ -85,6 +85,18 @@ struct Smtp {
     std::filesystem::path tls_policy_maps;
     // Postfix's smtp_tls_dane_insecure_mx_policy: true for "dane", false for "may".
     bool tls_dane_insecure_mx = true;
+    // Postfix's smtp_tls_wrappermode; unset: implicit TLS on port 465 only.
+    std::optional<bool> tls_wrappermode;
+    // "[host]:port user:password" lines (Postfix's smtp_sasl_password_maps
+    // source format); empty: no SMTP AUTH. Read by serve at start.
+    std::filesystem::path sasl_password_file;
+    // One [[smtp.sender_relayhost]] table (Postfix's
+    // sender_dependent_relayhost_maps): mail from `sender` goes to `nexthop`.
+    struct SenderRelayhost {
+        std::string sender;  // "user@example.com" or "@example.com", lower case
+        NextHop nexthop;
+    };
+    std::vector<SenderRelayhost> sender_relayhost;
 };
 
 struct Dns {
@@ -104,6 +116,12 @@ struct Dns {
 struct Queue {
     std::chrono::seconds minimal_backoff_time{300};
     std::chrono::seconds maximal_backoff_time{4000};
+    std::chrono::seconds queue_run_delay{300};
+    std::chrono::seconds maximal_queue_lifetime{5 * 86400};
+    std::chrono::seconds bounce_queue_lifetime{5 * 86400};
+    std::chrono::seconds delay_warning_time{0};  // 0: no delay notifications
+    std::size_t default_destination_concurrency_limit = 20;  // deliveries at once to one next hop
+    std::size_t default_process_limit = 100;                 // deliveries at once in total
 };
 
 struct Config {

@@ -6,8 +6,12 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
+#include <optional>
+#include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <asio/awaitable.hpp>
@@ -25,7 +29,49 @@ const char* to_string(Outcome outcome);
 
 // The SMTP phase an attempt reached; failures name it, as in
 // "host said: ... (in reply to RCPT TO command)".
-enum class Phase { connect, greeting, ehlo, starttls, tls_policy, mail, rcpt, data, data_end };
+enum class Phase { connect, greeting, ehlo, starttls, tls_policy, auth, mail, rcpt, data, data_end };
+
+// SMTP AUTH credentials for one next hop.
+struct SaslCredentials {
+    std::string user;
+    std::string password;
+};
+
+class SaslPasswordError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// The SMTP AUTH credentials table, in the source format of Postfix's
+// smtp_sasl_password_maps: one "NEXTHOP USER:PASSWORD" line per next hop,
+// where NEXTHOP is "[host]:port", "[host]", "host:port" or "host". The
+// password is everything after the first colon, so it may contain colons
+// but not white space. Lines starting with '#' and blank lines are skipped.
+class SaslPasswords {
+public:
+    // Throws SaslPasswordError naming `origin` and the line number, never
+    // the line itself, because the line contains a password.
+    static SaslPasswords parse(std::string_view text, const std::string& origin);
+    // Reads `file`, which must not be readable or writable by group or
+    // others (mode 0600 or 0400), like an SSH private key.
+    static SaslPasswords load(const std::filesystem::path& file);
+
+    // Finds the credentials for a connection to `host` (lower case) on
+    // `port`, trying "[host]:port", "[host]", "host:port", then "host".
+    // NOTE: Postfix looks up the next hop as configured; this looks up the
+    // host connected to, so for a relayhost written without brackets the
+    // entry must name its MX host, not the relayhost domain.
+    const SaslCredentials* find(std::string_view host, std::uint16_t port) const;
+    std::size_t size() const { return entries_.size(); }
+
+private:
+    std::map<std::string, SaslCredentials, std::less<>> entries_;
+};
+
+// Returns true when connections to `port` start with the TLS handshake
+// (implicit TLS) instead of STARTTLS: `wrappermode` when set, else true only
+// for port 465, which RFC 8314 registers for implicit TLS submission.
+bool uses_implicit_tls(std::optional<bool> wrappermode, std::uint16_t port);
 
 struct RecipientResult {
     std::size_t index = 0;  // into the envelope's recipient list
@@ -39,6 +85,11 @@ struct ClientOptions {
     std::shared_ptr<tls::ClientContext> tls;
     std::chrono::seconds connect_timeout{30};
     std::chrono::seconds command_timeout{300};
+    // [smtp] tls_wrappermode; unset: implicit TLS on port 465 only.
+    std::optional<bool> tls_wrappermode;
+    // Credentials from [smtp] sasl_password_file; null: no SMTP AUTH. They
+    // are only sent over TLS.
+    std::shared_ptr<const SaslPasswords> sasl_passwords;
 };
 
 struct Target {

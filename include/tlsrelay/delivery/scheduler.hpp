@@ -21,6 +21,7 @@
 #include "tlsrelay/delivery/routing.hpp"
 #include "tlsrelay/dns/resolver.hpp"
 #include "tlsrelay/policy/table.hpp"
+#include "tlsrelay/queue/bounce.hpp"
 #include "tlsrelay/queue/spool.hpp"
 #include "tlsrelay/util/address.hpp"
 
@@ -42,17 +43,36 @@ struct SchedulerSettings {
     // for its subdomains); they win over relayhost, as Postfix's
     // transport_maps win over relayhost.
     std::vector<std::pair<std::string, NextHop>> transports;
+    // Next hops per envelope sender ("user@example.com", or "@example.com"
+    // for every sender in the domain), lower case; they win over relayhost
+    // but not over transports, as Postfix's sender_dependent_relayhost_maps.
+    std::vector<std::pair<std::string, NextHop>> sender_relayhosts;
     std::uint16_t port = 25;
     std::chrono::seconds minimal_backoff_time{300};
     std::chrono::seconds maximal_backoff_time{4000};
-    std::size_t max_parallel_deliveries = 20;
+    // Deferred messages are picked up for retry once per queue run.
+    std::chrono::seconds queue_run_delay{300};
+    // A recipient still deferred after this long in the queue bounces; the
+    // bounce lifetime applies to messages from the null sender.
+    std::chrono::seconds maximal_queue_lifetime{5 * 86400};
+    std::chrono::seconds bounce_queue_lifetime{5 * 86400};
+    std::chrono::seconds delay_warning_time{0};  // 0: no delay notifications
+    // Messages in delivery at once; each uses one outbound connection at a
+    // time, so this caps outbound connections.
+    std::size_t max_parallel_deliveries = 100;
+    // Deliveries in progress to one next hop (a domain or a relayhost).
+    std::size_t destination_concurrency_limit = 20;
+    // How often the control folder is checked for queue commands.
+    std::chrono::milliseconds control_poll_interval{500};
 };
 
 class Scheduler {
 public:
     Scheduler(asio::any_io_executor executor, queue::Spool& spool, dns::Resolver& resolver, SchedulerSettings settings);
 
-    // Loads every message found in the spool, due at once.
+    // Loads every message found in the spool: untried recipients are due
+    // at once, deferred ones at their recorded next try. Queues the
+    // notifications a crash left unsent.
     void recover();
     // Adds a message that was just committed to the spool.
     void enqueue(const queue::Envelope& envelope);
@@ -60,6 +80,16 @@ public:
     void start();
     // Stops starting deliveries; running ones finish on their own.
     void stop();
+
+    // Queue commands. Each returns false when no such message is queued.
+    // A message being delivered is deleted once its attempt ends, and a
+    // hold takes effect from its next attempt.
+    void flush();
+    bool remove(const std::string& id);
+    bool hold(const std::string& id);
+    bool release(const std::string& id);
+    // Applies one request from the control folder ("delete ID", "flush", ...).
+    void apply_request(const std::string& request);
     std::size_t active_deliveries() const { return active_; }
     std::size_t queued_messages() const { return entries_.size(); }
 
@@ -67,11 +97,49 @@ private:
     struct Entry {
         queue::StoredMessage message;
         std::chrono::steady_clock::time_point next_attempt;
-        std::chrono::seconds backoff{0};
-        bool busy = false;
+        bool busy = false;              // an attempt is running
+        bool ready = false;             // due: starts when a delivery slot is free
+        bool delete_requested = false;  // queue delete arrived during an attempt
+    };
+
+    // The per-next-hop record: deliveries in progress, and the suspension
+    // after a failure of every host.
+    struct Destination {
+        std::size_t connections = 0;
+        std::chrono::steady_clock::time_point suspended_until{};
+        std::string dsn;
+        std::string reason;
+    };
+
+    using Destinations = std::map<std::string, Destination>;  // by next hop
+
+    // One delivery slot of a destination, given back by the destructor. It
+    // shares the map because a coroutine suspended at shutdown is destroyed
+    // with the io_context, after the scheduler.
+    class DestinationSlot {
+    public:
+        DestinationSlot() = default;
+        DestinationSlot(std::shared_ptr<Destinations> destinations, std::string next_hop)
+            : destinations_(std::move(destinations)), next_hop_(std::move(next_hop)) {}
+        DestinationSlot(DestinationSlot&& other) noexcept = default;
+        DestinationSlot& operator=(DestinationSlot&&) = delete;
+        ~DestinationSlot();
+        explicit operator bool() const { return destinations_ != nullptr; }
+
+    private:
+        std::shared_ptr<Destinations> destinations_;
+        std::string next_hop_;
     };
 
     asio::awaitable<void> run();
+    asio::awaitable<void> watch_control();
+    asio::awaitable<DestinationSlot> take_destination_slot(const std::string& next_hop);
+    void record_results(Entry& entry, const std::vector<RecipientResult>& results);
+    bool settle(const std::string& id);
+    bool queue_notice(const Entry& entry, queue::DsnAction action, const std::vector<std::size_t>& indices);
+    std::chrono::seconds lifetime_of(const queue::Envelope& envelope) const;
+    void report(Entry& entry, RecipientResult result, const std::string& relay, policy::Trust trust,
+                std::vector<RecipientResult>& results);
     asio::awaitable<void> deliver(std::string id);
     asio::awaitable<void> deliver_domain(Entry& entry, const std::string& domain, std::vector<std::size_t> indices,
                                          std::vector<RecipientResult>& results);
@@ -79,14 +147,16 @@ private:
     bool loops_back(const Route& route) const;
     void log_result(const Entry& entry, const RecipientResult& result, const std::string& relay, policy::Trust trust) const;
     void add(queue::StoredMessage message);
-    std::optional<NextHop> next_hop_for(const std::string& domain) const;
+    std::optional<NextHop> next_hop_for(const std::string& domain, const std::string& sender) const;
 
     asio::any_io_executor executor_;
     queue::Spool& spool_;
     dns::Resolver& resolver_;
     SchedulerSettings settings_;
     std::map<std::string, Entry> entries_;
+    std::shared_ptr<Destinations> destinations_ = std::make_shared<Destinations>();
     asio::steady_timer wake_;
+    std::chrono::steady_clock::time_point next_queue_run_{};
     std::size_t active_ = 0;
     bool stopped_ = false;
 };

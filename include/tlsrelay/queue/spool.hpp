@@ -2,7 +2,9 @@
 // message content with CRLF line ends. Write order for a new message:
 // tmp/<id> is written and fsync'd, renamed to active/<id>, and active/ is
 // fsync'd; only then may the SMTP server reply 250. A file left in tmp/ never
-// got its 250 and is removed at start.
+// got its 250 and is removed at start. Per-recipient delivery state lives
+// in state/<id> (see MessageState), replaced by the same tmp, fsync, rename
+// and folder fsync steps.
 #pragma once
 
 #include <cstdint>
@@ -45,14 +47,44 @@ struct Envelope {
     bool eight_bit = false;  // content has octets above 127: relay with BODY=8BITMIME
 };
 
-// A message found in active/ with the recipients that already have a final
-// result (their indices into envelope.recipients).
+// The delivery status of one recipient. sent and bounced are final.
+enum class RecipientStatus { pending, deferred, sent, bounced };
+const char* to_string(RecipientStatus status);
+
+// The delivery record of one recipient, kept in the state file.
+struct RecipientState {
+    RecipientStatus status = RecipientStatus::pending;
+    int attempts = 0;
+    std::int64_t next_try_unix_ms = 0;  // 0 when no retry is planned
+    std::string dsn;                    // enhanced status code of the last result, "4.1.1"
+    std::string relay;                  // "host[addr]:port" of the last result, or "none"
+    std::string reason;                 // the last reply or local reason, one line
+    bool notified = false;              // the failure DSN for a bounced recipient is queued
+    bool delay_warned = false;          // the delay DSN is queued
+};
+
+// The state file of one message: per-recipient records and the hold mark.
+struct MessageState {
+    std::vector<RecipientState> recipients;  // parallel to envelope.recipients
+    bool held = false;                       // queue hold: not delivered until released
+};
+
+// A message found in active/ with its state, and the recipients that
+// already have a final result (their indices into envelope.recipients).
 struct StoredMessage {
     Envelope envelope;
+    MessageState state;
     std::set<std::size_t> finished;
     std::filesystem::path file;
     std::uint64_t content_offset = 0;
+    std::uint64_t content_size = 0;
 };
+
+// Formats and parses the state file text; parse returns std::nullopt for
+// text that is not a state file. A bare index per line is the first state
+// format and means "sent".
+std::string serialise_state(const MessageState& state);
+std::optional<MessageState> parse_state(const std::string& text, std::size_t recipient_count);
 
 class Spool;
 
@@ -101,8 +133,15 @@ public:
     // Reads one message from active/; std::nullopt when missing or unreadable.
     std::optional<StoredMessage> load(const std::string& id) const { return read_message(active_path(id)); }
 
+    // Reads every message in active/ without changing anything, for the
+    // queue commands; unreadable files are skipped.
+    std::vector<StoredMessage> scan() const;
+
     // Records durably that these recipients have a final result.
     void record_finished(const std::string& id, const std::set<std::size_t>& finished);
+
+    // Replaces the state file durably: tmp/, fsync, rename, fsync state/.
+    void record_state(const std::string& id, const MessageState& state);
 
     // Deletes a message whose recipients are all finished.
     void remove(const std::string& id);
