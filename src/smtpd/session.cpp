@@ -38,10 +38,9 @@ std::string rfc5322_date(std::time_t when) {
     return text;
 }
 
-// Runs on the hashing executor. It is a plain coroutine function because a
-// capturing lambda coroutine handed to co_spawn crashed here with a double
-// free of its captures (GCC 12, Asio 1.22); a function's parameters are
-// copied into its coroutine frame.
+// Runs on the hashing executor. A capturing lambda coroutine handed to
+// co_spawn crashed here with a double free of its captures (GCC 12, Asio
+// 1.22). A plain coroutine function copies its parameters into its frame.
 asio::awaitable<bool> verify_password(std::shared_ptr<const UserDatabase> users, std::string user,
                                       std::string password) {
     co_return users->verify(user, password);
