@@ -449,3 +449,15 @@ TEST_CASE("config known keys are all documented", "[config]") {
         CHECK(documented);
     }
 }
+
+TEST_CASE("config shipped smarthost example loads", "[config]") {
+    auto config = tlsrelay::config::load(std::filesystem::path(TLSRELAY_SOURCE_DIR) / "conf/smarthost.toml");
+    REQUIRE(config.smtp.relayhost);
+    CHECK(config.smtp.relayhost->host == "smtp.provider.example");
+    CHECK(config.smtp.relayhost->port == 587);
+    CHECK_FALSE(config.smtp.relayhost->mx_lookup);
+    CHECK(config.smtp.tls_security_level == tlsrelay::policy::Level::verify);
+    const auto* entry = config.smtp.tls_policy.lookup("[smtp.provider.example]:587");
+    REQUIRE(entry != nullptr);
+    CHECK(entry->policy.level == tlsrelay::policy::Level::verify);
+}
