@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <optional>
 
 #include <asio/io_context.hpp>
@@ -189,7 +190,12 @@ void wait_for_deliveries(asio::steady_timer& timer, const delivery::Scheduler& s
     });
 }
 
-int run(const config::Config& config) {
+// Runs the relay until SIGINT or SIGTERM, or until SIGHUP brings a valid
+// new configuration, which is returned in `reloaded` so the caller runs
+// again with it. Queued mail stays on disk across a reload; sessions still
+// open when the grace period ends are closed, and their clients retry.
+int run(const config::Config& config, const std::function<config::Config()>& read_config,
+        std::optional<config::Config>& reloaded) {
     asio::io_context io;
 
     queue::Spool spool(config.queue_directory);
@@ -257,20 +263,43 @@ int run(const config::Config& config) {
 
     // Stop in two steps: no new connections or deliveries at once, then a
     // bounded wait for running deliveries before the event loop ends.
-    asio::signal_set signals(io, SIGINT, SIGTERM);
+    asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
     asio::steady_timer grace(io);
-    signals.async_wait([&](const std::error_code& error, int signal_number) {
-        if (error) {
-            return;
-        }
-        log::info(std::string("received ") + (signal_number == SIGINT ? "SIGINT" : "SIGTERM") + ", stopping");
+    auto stop = [&] {
         for (auto& server : servers) {
             server->stop();
         }
         scheduler.stop();
         auto give_up = std::chrono::steady_clock::now() + shutdown_grace;
         wait_for_deliveries(grace, scheduler, give_up, io);
-    });
+    };
+    std::function<void(const std::error_code&, int)> on_signal = [&](const std::error_code& error, int number) {
+        if (error) {
+            return;
+        }
+        if (number != SIGHUP) {
+            log::info(std::string("received ") + (number == SIGINT ? "SIGINT" : "SIGTERM") + ", stopping");
+            stop();
+            return;
+        }
+
+        // A new configuration replaces the running one only when it loads
+        // and its certificates and CA store load too; otherwise the relay
+        // goes on as it was.
+        try {
+            auto next = read_config();
+            inbound_tls(next);
+            tls::make_client_context({next.smtp.tls_CAfile.string(), next.smtp.tls_CApath.string()});
+            log::info("received SIGHUP, reloading the configuration");
+            reloaded = std::move(next);
+            stop();
+            return;
+        } catch (const std::exception& failure) {
+            log::error(std::string("reload failed, keeping the running configuration: ") + failure.what());
+        }
+        signals.async_wait(on_signal);
+    };
+    signals.async_wait(on_signal);
 
     io.run();
     auth_pool.join();
@@ -289,15 +318,24 @@ int serve(const std::vector<std::string>& arguments) {
 
     try {
         auto environment = config::process_environment();
+        // A container sidecar may run from TLSRELAY_* variables alone;
+        // relative paths then start at the working directory.
+        auto read_config = [&file, &environment] {
+            return file ? config::load(*file, environment)
+                        : config::parse("", fs::current_path() / "tlsrelay.toml", environment);
+        };
+        auto config = read_config();
         if (!file) {
-            // A container sidecar may run from TLSRELAY_* variables alone;
-            // relative paths then start at the working directory.
-            auto config = config::parse("", fs::current_path() / "tlsrelay.toml", environment);
             log::info("no --config given: using the built-in defaults and TLSRELAY_* variables");
-            return run(config);
         }
-        auto config = config::load(*file, environment);
-        return run(config);
+        for (;;) {
+            std::optional<config::Config> reloaded;
+            int status = run(config, read_config, reloaded);
+            if (!reloaded) {
+                return status;
+            }
+            config = std::move(*reloaded);
+        }
     } catch (const config::ConfigError& error) {
         std::fprintf(stderr, "tlsrelay: %s\n", error.what());
         return 1;

@@ -7,6 +7,7 @@ to an aiosmtpd receiver, as in test_relay.
 import email
 import os
 import re
+import signal
 import smtplib
 import socket
 import ssl
@@ -265,6 +266,40 @@ class InboundTest(lab.LabTestCase):
         self.assertTrue(receiver.wait_for_messages(1, DELIVERY_TIMEOUT), "expected delivery through the transport")
         line = relay.wait_for_log(r"to=<user@hosted\.test>.*status=sent.*", DELIVERY_TIMEOUT)
         self.assertIn(f"relay={MX_ADDRESS}[{MX_ADDRESS}]:{port}", line.group(0))
+
+
+    def test_sighup_reloads_or_keeps_the_configuration(self):
+        relay, receiver = self.start_lab_relay()
+        lab.swaks("127.0.0.1", relay.port, SENDER, [f"before@{DOMAIN}"], tls=False)
+        self.assertTrue(receiver.wait_for_messages(1, DELIVERY_TIMEOUT), "expected delivery before the reload")
+
+        def rcpt_reply():
+            def accepting():
+                try:
+                    with socket.create_connection(("127.0.0.1", relay.port), timeout=1):
+                        return True
+                except OSError:
+                    return False
+            self.assertTrue(lab.wait_until(accepting, 10), "the relay stopped accepting connections")
+            with smtplib.SMTP("127.0.0.1", relay.port, local_hostname="client.test", timeout=30) as client:
+                client.ehlo()
+                client.docmd("MAIL", f"FROM:<{SENDER}>")
+                return client.docmd("RCPT", f"TO:<after@{DOMAIN}>")[0]
+
+        # A valid new configuration takes effect: 127.0.0.1 may no longer relay.
+        original = relay.config_path.read_text()
+        relay.config_path.write_text(original.replace('mynetworks = ["127.0.0.0/8", "[::1]/128"]',
+                                                      'mynetworks = ["127.0.0.9/32"]'))
+        os.kill(relay.process.pid, signal.SIGHUP)
+        relay.wait_for_log(r"received SIGHUP, reloading the configuration", 10)
+        self.assertTrue(lab.wait_until(lambda: rcpt_reply() == 554, 10), "expected the new mynetworks to apply")
+
+        # An invalid one is reported and the running configuration stays.
+        relay.config_path.write_text(original.replace('tls_security_level = "may"', 'tls_security_level = "sometimes"', 1))
+        os.kill(relay.process.pid, signal.SIGHUP)
+        relay.wait_for_log(r"reload failed, keeping the running configuration: .*sometimes", 10)
+        self.assertEqual(rcpt_reply(), 554, "expected the configuration before the failed reload to stay")
+        self.assertTrue(relay.process.running(), "the relay must keep running after a failed reload")
 
 
 class OldReceiverTest(lab.LabTestCase):
