@@ -1,6 +1,6 @@
 // Splits arbitrary bytes into lines as the server does and decodes them as
 // DATA content. Checks the property the smuggling defence rests on: in
-// normalize mode the stored content holds CRLF line ends only.
+// normalize mode the stored content has CRLF line ends only.
 #include <cstdint>
 #include <cstdlib>
 #include <string>

@@ -28,7 +28,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             // The status class must agree with the code, as the scheduler
             // decides deferred versus bounced on both: 2 for 2xx, 5 for
             // 5xx, 4 for everything else (an unexpected 3xx defers).
-            char expected = reply.code / 100 == 2 ? '2' : reply.code / 100 == 5 ? '5' : '4';
+            char expected = '4';
+            if (reply.code / 100 == 2) {
+                expected = '2';
+            } else if (reply.code / 100 == 5) {
+                expected = '5';
+            }
             if (reply.status()[0] != expected || reply.positive() != (expected == '2')) {
                 std::abort();
             }

@@ -12,7 +12,7 @@ int serve(const std::vector<std::string>& arguments);
 // sendmail(1)'s options; returns a sysexits.h status.
 int sendmail(const std::vector<std::string>& arguments);
 
-// Exits 0 when the local relay answers with a 220 greeting.
+// Exits 0 when the local relay sends a 220 greeting.
 int healthcheck(const std::vector<std::string>& arguments);
 
 // Adds or changes an SMTP AUTH user; returns the exit status.

@@ -199,7 +199,7 @@ int sendmail(const std::vector<std::string>& arguments) {
         LocalSmtp smtp(local_endpoint(config), std::chrono::seconds(60));
         auto check = [](const smtp::Reply& reply, const char* phase) {
             if (!reply.positive()) {
-                throw std::runtime_error(std::string("the relay refused ") + phase + ": " + reply.summary());
+                throw std::runtime_error(std::string("the relay rejected ") + phase + ": " + reply.summary());
             }
         };
         check(smtp.read_reply(), "the connection");
@@ -209,7 +209,7 @@ int sendmail(const std::vector<std::string>& arguments) {
             check(smtp.command("RCPT TO:<" + recipient + ">"), ("recipient " + recipient).c_str());
         }
         if (auto go_ahead = smtp.command("DATA"); go_ahead.code != 354) {
-            throw std::runtime_error("the relay refused DATA: " + go_ahead.summary());
+            throw std::runtime_error("the relay rejected DATA: " + go_ahead.summary());
         }
         smtp.send_raw(content + ".\r\n");
         auto queued = smtp.read_reply();

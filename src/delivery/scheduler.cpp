@@ -145,7 +145,7 @@ asio::awaitable<void> Scheduler::run() {
     while (!stopped_) {
         // Deferred messages join the due ones only at a queue run, so a
         // failing destination is not retried more often than
-        // queue_run_delay, whatever the backoff says.
+        // queue_run_delay, whatever the backoff computes.
         auto now = Clock::now();
         if (now >= next_queue_run_) {
             next_queue_run_ = now + settings_.queue_run_delay;
@@ -469,8 +469,8 @@ std::chrono::seconds Scheduler::lifetime_of(const queue::Envelope& envelope) con
 bool Scheduler::queue_notice(const Entry& entry, queue::DsnAction action, const std::vector<std::size_t>& indices) {
     const auto& envelope = entry.message.envelope;
     const char* kind = action == queue::DsnAction::failed ? "non-delivery" : "delay";
-    // RFC 5321 section 4.5.5: mail from the null sender is never answered
-    // with a notification, which keeps bounces from looping.
+    // RFC 5321 section 4.5.5: mail from the null sender never gets a
+    // notification, which keeps bounces from looping.
     if (envelope.sender.empty()) {
         log::info(envelope.id + ": no " + kind + " notification: the sender is the null sender <>");
         return true;

@@ -425,8 +425,8 @@ std::optional<StoredMessage> Spool::read_message(const fs::path& file) const {
 }
 
 std::vector<StoredMessage> Spool::recover() {
-    // Files in tmp/ never got their 250: the client was not told the message
-    // was accepted, so removing them loses nothing it relies on.
+    // Files in tmp/ never got their 250: the client received no reply that
+    // accepted the message, so removing them loses nothing it relies on.
     for (const auto& entry : fs::directory_iterator(directory_ / "tmp")) {
         std::error_code ignored;
         fs::remove(entry.path(), ignored);

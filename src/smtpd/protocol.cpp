@@ -271,7 +271,7 @@ Response Protocol::on_rcpt(std::string_view argument) {
     }
 
     if (address == "postmaster") {
-        // NOTE: RFC 5321 section 4.5.1 asks every MTA to accept <postmaster>,
+        // NOTE: RFC 5321 section 4.5.1 requires every MTA to accept <postmaster>,
         // but tlsrelay has no local delivery to hand it to yet.
         return reply(550, "5.1.1", "<postmaster>: Recipient address rejected: no local delivery on this relay");
     }
@@ -279,10 +279,10 @@ Response Protocol::on_rcpt(std::string_view argument) {
         return reply(553, "5.6.7", "Must declare SMTPUTF8 to send a UTF-8 address");
     }
 
-    // tlsrelay has no local domains: every recipient is relayed. Trusted
-    // clients may send anywhere; others only to relay_domains, and only
-    // with a plain local part, because "%", "!" and a quoted "@" ask the
-    // next hop to route the message on (the "percent hack").
+    // tlsrelay has no local domains, so every recipient is relayed. Trusted
+    // clients may send anywhere. Others may send only to relay_domains, and
+    // only with a plain local part, because "%", "!" and a quoted "@" ask
+    // the next hop to route the message on (the "percent hack").
     if (!client_trusted()) {
         auto local = local_part(address);
         bool routed_local_part = local.find_first_of("%!@") != std::string_view::npos;

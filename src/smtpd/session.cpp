@@ -166,8 +166,8 @@ private:
             auto line = co_await reader_.read_line();
             ++commands_;
 
-            // An over-long command is read to its end and answered once; one
-            // that never ends closes the session.
+            // An over-long command is read to its end and gets one error
+            // reply. A command that never ends closes the session.
             if (line.end == smtp::LineEnd::none) {
                 if (!co_await skip_long_line()) {
                     co_await send(smtp::make_reply(500, "5.5.2", "Error: line too long, closing connection"));
@@ -196,8 +196,8 @@ private:
         }
     }
 
-    // Logs a refused MAIL or RCPT in Postfix's NOQUEUE form, so an
-    // administrator sees who was turned away and why.
+    // Logs a rejected MAIL or RCPT in Postfix's NOQUEUE form, so the log
+    // shows which client was rejected and why.
     void log_rejection(std::string_view line, const smtp::Reply& reply) const {
         auto command = smtp::parse_command(line);
         if (command.verb != smtp::Verb::mail && command.verb != smtp::Verb::rcpt) {

@@ -48,7 +48,7 @@ def read_reply(sock_file):
 
 
 class InboundTest(lab.LabTestCase):
-    # The UTF-8 domain bücher.test is published as its A-label, as DNS holds it.
+    # The UTF-8 domain bücher.test is published as its A-label, as it is stored in DNS.
     ZONES = {
         DOMAIN: [f"{DOMAIN}. MX 10 mx.{DOMAIN}.", f"mx.{DOMAIN}. A {MX_ADDRESS}"],
         "xn--bcher-kva.test": ["xn--bcher-kva.test. MX 10 mx.inbound.test."],
@@ -246,7 +246,7 @@ class InboundTest(lab.LabTestCase):
         port = lab.free_port(MX_ADDRESS)
         cert, key = self.ca.issue(f"mx.{DOMAIN}")
         receiver = self.start_receiver("mx", MX_ADDRESS, port, cert=cert, key=key, hostname=f"mx.{DOMAIN}")
-        # hosted.test has no DNS records at all: only the transport knows its next hop.
+        # hosted.test has no DNS records at all: only the transport entry names its next hop.
         relay = self.start_relay(
             port, mynetworks=["127.0.0.1/32"],
             toml_head='relay_domains = ["hosted.test"]',

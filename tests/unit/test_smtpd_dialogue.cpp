@@ -101,10 +101,12 @@ TEST_CASE("dialogue smuggling variants stay inside the message", "[smtpd]") {
         // Only CRLF line ends are stored.
         for (std::size_t i = 0; i < body.size(); ++i) {
             if (body[i] == '\n') {
-                CHECK((i > 0 && body[i - 1] == '\r'));
+                REQUIRE(i > 0);
+                CHECK(body[i - 1] == '\r');
             }
             if (body[i] == '\r') {
-                CHECK((i + 1 < body.size() && body[i + 1] == '\n'));
+                REQUIRE(i + 1 < body.size());
+                CHECK(body[i + 1] == '\n');
             }
         }
     }

@@ -35,7 +35,7 @@ struct Reply {
 Reply make_reply(int code, std::string enhanced, std::string text);
 
 // Assembles a reply from the lines a server sends. Feed lines without CRLF;
-// once complete() is true, reply() holds the whole reply.
+// once complete() is true, reply() returns the whole reply.
 class ReplyParser {
 public:
     // Returns false when the line is not a valid reply line.
