@@ -7,6 +7,7 @@ the harness is interrupted.
 """
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -40,8 +41,24 @@ class Process:
         self._exited.set()
 
     def _read_stdout(self):
-        for line in self.popen.stdout:
-            self.lines.append((time.monotonic(), line.rstrip("\n")))
+        # smtp-sink -c ends each counter record with "\r" alone. Iterating
+        # a text stream would hold such a record back until the next byte
+        # shows whether "\n" follows, which can be seconds later (when a
+        # cached session closes), so records are split on raw reads instead.
+        descriptor = self.popen.stdout.fileno()
+        pending = b""
+        while True:
+            chunk = os.read(descriptor, 65536)
+            if not chunk:
+                break
+            arrival = time.monotonic()
+            pending += chunk
+            records = re.split(rb"\r\n|\r|\n", pending)
+            pending = records.pop()
+            for record in records:
+                self.lines.append((arrival, record.decode(errors="replace")))
+        if pending:
+            self.lines.append((time.monotonic(), pending.decode(errors="replace")))
 
     def wait(self, timeout):
         """Return True when the process exited within timeout seconds."""

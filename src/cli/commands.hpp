@@ -22,4 +22,18 @@ int passwd(const std::vector<std::string>& arguments);
 // the running server when there is one; returns the exit status.
 int queue_command(const std::vector<std::string>& arguments);
 
+// Prints the delivery counters per destination domain with the TLS levels
+// they allow; returns the exit status.
+int report_command(const std::vector<std::string>& arguments);
+
+// Prints the TLSA records to publish for the relay's certificate chain,
+// and for the next one when given; returns the exit status.
+int tlsa(const std::vector<std::string>& arguments);
+
+// Probes a destination's mail servers with delivery's own routing, TLS and
+// policy code, quits before MAIL, and prints the verdict; returns 0 when
+// delivery would succeed, 1 when it would not, 2 on a usage or
+// configuration error.
+int check(const std::vector<std::string>& arguments);
+
 }  // namespace tlsrelay::cli

@@ -21,6 +21,13 @@ const char* usage_text =
     "                        add or change an SMTP AUTH user; the password is read from standard input\n"
     "  queue [--config FILE] list [--json] | show ID | flush | delete ID|ALL | hold ID|ALL | release ID|ALL\n"
     "                        list or change queued mail; safe while the server runs\n"
+    "  report [--config FILE] [--json] [--days N]\n"
+    "                        delivery counters per domain by TLS trust, with safe policy upgrades\n"
+    "  tlsa [--cert FILE] [--next-cert FILE] [--host NAME] [--port N] [--config FILE]\n"
+    "                        print the TLSA records to publish for the relay's certificate\n"
+    "  check DOMAIN [--level L] [--json] [--port N] [--sender ADDRESS] [--config FILE]\n"
+    "                        probe DOMAIN's mail servers as delivery would and explain the TLS\n"
+    "                        verdict; sends no mail; exit 0 when delivery would succeed\n"
     "  version               print the version\n"
     "  help                  print this text\n";
 
@@ -54,6 +61,15 @@ int main(int argc, char** argv) {
     }
     if (command == "queue") {
         return tlsrelay::cli::queue_command(arguments);
+    }
+    if (command == "report") {
+        return tlsrelay::cli::report_command(arguments);
+    }
+    if (command == "tlsa") {
+        return tlsrelay::cli::tlsa(arguments);
+    }
+    if (command == "check") {
+        return tlsrelay::cli::check(arguments);
     }
     if (command == "version" || command == "--version") {
         std::puts("tlsrelay " TLSRELAY_VERSION);

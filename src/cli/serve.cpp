@@ -12,11 +12,14 @@
 #include <asio/steady_timer.hpp>
 
 #include "commands.hpp"
+#include "observability.hpp"
+#include "delivery_settings.hpp"
 #include "tlsrelay/config/config.hpp"
 #include "tlsrelay/delivery/scheduler.hpp"
 #include "tlsrelay/dns/resolver.hpp"
 #include "tlsrelay/queue/control.hpp"
 #include "tlsrelay/queue/spool.hpp"
+#include "tlsrelay/smtpd/own_tlsa.hpp"
 #include "tlsrelay/smtpd/server.hpp"
 #include "tlsrelay/tls/context.hpp"
 #include "tlsrelay/util/log.hpp"
@@ -136,41 +139,6 @@ std::vector<std::unique_ptr<smtpd::Server>> inbound_servers(
     return servers;
 }
 
-// Builds the resolver settings. [dns] timeout and attempts, when set, win
-// over the options of /etc/resolv.conf, which apply only when the
-// nameservers come from there too.
-dns::ResolverOptions resolver_options(const config::Config& config) {
-    dns::ResolverOptions options;
-    if (config.dns.nameservers.empty()) {
-        dns::apply_resolv_conf(options, dns::read_resolv_conf_file());
-        if (options.nameservers.empty()) {
-            log::warning("no nameserver in /etc/resolv.conf and none in [dns] nameservers: every MX lookup will fail");
-        }
-    } else {
-        options.nameservers = config.dns.nameservers;
-    }
-    if (config.dns.timeout) {
-        options.timeout = *config.dns.timeout;
-    }
-    if (config.dns.attempts) {
-        options.attempts = *config.dns.attempts;
-    }
-
-    std::vector<asio::ip::network_v4> trusted_v4;
-    std::vector<asio::ip::network_v6> trusted_v6;
-    for (const auto& network : config.dns.trusted_ad_networks) {
-        if (network.address.is_v4()) {
-            trusted_v4.emplace_back(network.address.to_v4(), network.prefix_length);
-        } else {
-            trusted_v6.emplace_back(network.address.to_v6(), network.prefix_length);
-        }
-    }
-    options.trusted_ad_networks = dns::TrustedNetworks(std::move(trusted_v4), std::move(trusted_v6));
-    options.edns_buffer_size = config.dns.edns_buffer_size;
-    options.cache_size = config.dns.cache_size;
-    return options;
-}
-
 // Ends the event loop once no delivery is running, or at `give_up`.
 void wait_for_deliveries(asio::steady_timer& timer, const delivery::Scheduler& scheduler,
                          std::chrono::steady_clock::time_point give_up, asio::io_context& io) {
@@ -195,7 +163,7 @@ void wait_for_deliveries(asio::steady_timer& timer, const delivery::Scheduler& s
 // again with it. Queued mail stays on disk across a reload; sessions still
 // open when the grace period ends are closed, and their clients retry.
 int run(const config::Config& config, const std::function<config::Config()>& read_config,
-        std::optional<config::Config>& reloaded) {
+        std::optional<config::Config>& reloaded, Observability& observability) {
     asio::io_context io;
 
     queue::Spool spool(config.queue_directory);
@@ -211,48 +179,15 @@ int run(const config::Config& config, const std::function<config::Config()>& rea
 
     dns::Resolver resolver(io.get_executor(), resolver_options(config));
 
-    delivery::SchedulerSettings scheduler_settings;
-    scheduler_settings.client.helo_name = config.myhostname;
-    scheduler_settings.default_policy.level = config.smtp.tls_security_level;
-    scheduler_settings.policy_table = config.smtp.tls_policy;
-    scheduler_settings.policy_settings.dane_insecure_mx = config.smtp.tls_dane_insecure_mx;
-    scheduler_settings.own_names = {config.myhostname};
-    scheduler_settings.own_endpoints = config.smtpd.listen;
-    for (const auto& listener : config.smtpd.listeners) {
-        scheduler_settings.own_endpoints.push_back(listener.address);
-    }
-    scheduler_settings.client.tls = client_tls;
-    scheduler_settings.client.connect_timeout = config.smtp.connect_timeout;
-    scheduler_settings.client.command_timeout = config.smtp.command_timeout;
-    scheduler_settings.relayhost = config.smtp.relayhost;
-    for (const auto& entry : config.smtp.sender_relayhost) {
-        scheduler_settings.sender_relayhosts.emplace_back(entry.sender, entry.nexthop);
-    }
-    scheduler_settings.client.tls_wrappermode = config.smtp.tls_wrappermode;
-    if (!config.smtp.sasl_password_file.empty()) {
-        auto passwords = delivery::SaslPasswords::load(config.smtp.sasl_password_file);
-        log::info("SMTP AUTH credentials for " + std::to_string(passwords.size()) + " next hop(s) from " +
-                  config.smtp.sasl_password_file.string());
-        scheduler_settings.client.sasl_passwords = std::make_shared<const delivery::SaslPasswords>(std::move(passwords));
-    }
-    for (const auto& transport : config.transports) {
-        scheduler_settings.transports.emplace_back(transport.domain, transport.nexthop);
-    }
-    scheduler_settings.port = config.smtp.port;
-    scheduler_settings.minimal_backoff_time = config.queue.minimal_backoff_time;
-    scheduler_settings.maximal_backoff_time = config.queue.maximal_backoff_time;
-    scheduler_settings.queue_run_delay = config.queue.queue_run_delay;
-    scheduler_settings.maximal_queue_lifetime = config.queue.maximal_queue_lifetime;
-    scheduler_settings.bounce_queue_lifetime = config.queue.bounce_queue_lifetime;
-    scheduler_settings.delay_warning_time = config.queue.delay_warning_time;
-    scheduler_settings.destination_concurrency_limit = config.queue.default_destination_concurrency_limit;
-    scheduler_settings.max_parallel_deliveries = config.queue.default_process_limit;
-    delivery::Scheduler scheduler(io.get_executor(), spool, resolver, scheduler_settings);
-    scheduler.recover();
-
     asio::thread_pool auth_pool(1);
     // fsync waits on the disk, not the CPU, so several run at once.
     asio::thread_pool disk_pool(8);
+
+    auto settings = scheduler_settings(config, client_tls);
+    settings.recorder = observability.recorder;
+    settings.disk_executor = disk_pool.get_executor();
+    delivery::Scheduler scheduler(io.get_executor(), spool, resolver, std::move(settings));
+    scheduler.recover();
     auto servers = inbound_servers(config, io.get_executor(), auth_pool.get_executor(), disk_pool.get_executor(),
                                    server_tls, spool,
                                    [&scheduler](const queue::Envelope& envelope) { scheduler.enqueue(envelope); });
@@ -260,6 +195,12 @@ int run(const config::Config& config, const std::function<config::Config()>& rea
     log::info("tlsrelay " TLSRELAY_VERSION " started: myhostname=" + config.myhostname +
               ", queue_directory=" + config.queue_directory.string() +
               ", smtp_tls_security_level=" + policy::to_string(config.smtp.tls_security_level));
+    // Compares the TLSA records published for myhostname with the served
+    // certificate, in the background: a slow DNS never delays start-up.
+    smtpd::start_own_tlsa_check(io.get_executor(), resolver,
+                                smtpd::own_tlsa_check_settings(config, server_tls != nullptr));
+
+    RunObservability run_observability(io, observability, config, scheduler, servers);
 
     // Stop in two steps: no new connections or deliveries at once, then a
     // bounded wait for running deliveries before the event loop ends.
@@ -270,6 +211,7 @@ int run(const config::Config& config, const std::function<config::Config()>& rea
             server->stop();
         }
         scheduler.stop();
+        run_observability.stop();
         auto give_up = std::chrono::steady_clock::now() + shutdown_grace;
         wait_for_deliveries(grace, scheduler, give_up, io);
     };
@@ -325,16 +267,19 @@ int serve(const std::vector<std::string>& arguments) {
                         : config::parse("", fs::current_path() / "tlsrelay.toml", environment);
         };
         auto config = read_config();
+        Observability observability;
+        prepare_observability(observability, config);
         if (!file) {
             log::info("no --config given: using the built-in defaults and TLSRELAY_* variables");
         }
         for (;;) {
             std::optional<config::Config> reloaded;
-            int status = run(config, read_config, reloaded);
+            int status = run(config, read_config, reloaded, observability);
             if (!reloaded) {
                 return status;
             }
             config = std::move(*reloaded);
+            prepare_observability(observability, config);
         }
     } catch (const config::ConfigError& error) {
         std::fprintf(stderr, "tlsrelay: %s\n", error.what());

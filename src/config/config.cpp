@@ -15,6 +15,9 @@
 
 #include <toml++/toml.h>
 
+#include "tlsrelay/tls/context.hpp"
+#include "tlsrelay/tls/inspect.hpp"
+
 namespace tlsrelay::config {
 namespace {
 
@@ -338,6 +341,8 @@ public:
             {"smtp", names(reader.smtp_keys(scratch.smtp))},
             {"dns", names(reader.dns_keys(scratch.dns))},
             {"queue", names(reader.queue_keys(scratch.queue))},
+            {"log", names(reader.log_keys(scratch.log))},
+            {"metrics", names(reader.metrics_keys(scratch.metrics))},
         };
     }
 
@@ -375,6 +380,8 @@ public:
             {"smtp", section("smtp", config_.smtp, &Reader::smtp_keys)},
             {"dns", section("dns", config_.dns, &Reader::dns_keys)},
             {"queue", section("queue", config_.queue, &Reader::queue_keys)},
+            {"log", section("log", config_.log, &Reader::log_keys)},
+            {"metrics", section("metrics", config_.metrics, &Reader::metrics_keys)},
         };
     }
 
@@ -426,6 +433,11 @@ public:
             {"hard_error_limit", [this, &smtpd](const toml::node& node, const std::string& key) { smtpd.hard_error_limit = static_cast<int>(count_value(node, key, 1000)); }},
             {"tls_cert_file", [this, &smtpd](const toml::node& node, const std::string& key) { smtpd.tls_cert_file = path_value(node, key); }},
             {"tls_key_file", [this, &smtpd](const toml::node& node, const std::string& key) { smtpd.tls_key_file = path_value(node, key); }},
+            {"tls_next_cert_file",
+             [this, &smtpd](const toml::node& node, const std::string& key) {
+                 smtpd.tls_next_cert_file = path_value(node, key);
+                 check_certificate_file(node, key, smtpd.tls_next_cert_file);
+             }},
             {"mynetworks",
              [this, &smtpd](const toml::node& node, const std::string& key) {
                  const std::string accepted = "a list of networks such as \"127.0.0.0/8\" or \"[::1]/128\"";
@@ -475,6 +487,8 @@ public:
              }},
             {"connect_timeout", [this, &smtp](const toml::node& node, const std::string& key) { smtp.connect_timeout = duration_value(node, key); }},
             {"command_timeout", [this, &smtp](const toml::node& node, const std::string& key) { smtp.command_timeout = duration_value(node, key); }},
+            {"connection_cache_time_limit", [this, &smtp](const toml::node& node, const std::string& key) { smtp.connection_cache_time_limit = duration_value(node, key); }},
+            {"connection_reuse_time_limit", [this, &smtp](const toml::node& node, const std::string& key) { smtp.connection_reuse_time_limit = duration_value(node, key); }},
             {"tls_policy", [this, &smtp](const toml::node& node, const std::string& key) { read_tls_policies(node, key, smtp); }},
             {"tls_policy_maps",
              [this, &smtp](const toml::node& node, const std::string& key) {
@@ -544,7 +558,9 @@ public:
         if (!array) {
             fail_value(node, key, accepted);
         }
+        std::size_t number = 0;
         for (const auto& item : *array) {
+            ++number;
             const auto* table = item.as_table();
             if (!table) {
                 fail_value(item, key, accepted);
@@ -577,10 +593,33 @@ public:
                 throw ConfigError(where(item) + ": invalid " + key + " entry for " + domain + ": " + error);
             }
             try {
-                smtp.tls_policy.add(policy::Entry{*normalized, std::move(*entry_policy), where(item)});
+                // The origin names the entry by its position too, because
+                // `tlsrelay check` shows it and an entry from an environment
+                // variable has no line.
+                smtp.tls_policy.add(policy::Entry{*normalized, std::move(*entry_policy),
+                                                  where(item) + " [[smtp.tls_policy]] #" + std::to_string(number)});
             } catch (const policy::TableError& duplicate) {
                 throw ConfigError(duplicate.what());
             }
+        }
+    }
+
+    // Checks that a PEM file holds at least one certificate and that each
+    // parses, so start and SIGHUP reject a file that later reads would fail on.
+    void check_certificate_file(const toml::node& node, const std::string& key, const fs::path& file) const {
+        if (file.empty()) {
+            return;
+        }
+        try {
+            auto chain = tls::load_pem_certificates(file.string());
+            if (chain.empty()) {
+                throw tls::TlsSetupError(file.string() + ": no certificate found");
+            }
+            for (const auto& certificate : chain) {
+                tls::describe_certificate(certificate);
+            }
+        } catch (const tls::TlsSetupError& error) {
+            throw ConfigError(where(node) + ": invalid " + key + ": " + error.what());
         }
     }
 
@@ -668,6 +707,51 @@ public:
              [this, &queue](const toml::node& node, const std::string& key) {
                  queue.default_process_limit =
                      static_cast<std::size_t>(integer_value(node, key, 1, 10000, "an integer from 1 to 10000"));
+             }},
+        };
+    }
+
+    std::map<std::string, Handler> log_keys(Log& log) const {
+        return {
+            {"format",
+             [this, &log](const toml::node& node, const std::string& key) {
+                 auto text = string_value(node, key, "text or json");
+                 if (text != "text" && text != "json") {
+                     fail_value(node, key, "text or json");
+                 }
+                 log.format = text == "json" ? LogFormat::json : LogFormat::text;
+             }},
+        };
+    }
+
+    std::map<std::string, Handler> metrics_keys(Metrics& metrics) const {
+        return {
+            {"listen",
+             [this, &metrics](const toml::node& node, const std::string& key) {
+                 const std::string accepted = "\"addr:port\", \"[v6addr]:port\" or \"\"";
+                 auto text = string_value(node, key, accepted);
+                 if (text.empty()) {
+                     metrics.listen.reset();
+                     return;
+                 }
+                 metrics.listen = parse_endpoint(text);
+                 if (!metrics.listen) {
+                     fail_value(node, key, accepted);
+                 }
+             }},
+            {"window",
+             [this, &metrics](const toml::node& node, const std::string& key) {
+                 // Counters are kept per UTC day, so the window is whole days.
+                 auto seconds = duration_value(node, key).count();
+                 if (seconds % 86400 != 0 || seconds < 86400 || seconds > 366 * 86400) {
+                     fail_value(node, key, "a number of days from \"1d\" to \"366d\"");
+                 }
+                 metrics.window_days = static_cast<int>(seconds / 86400);
+             }},
+            {"domain_limit",
+             [this, &metrics](const toml::node& node, const std::string& key) {
+                 metrics.domain_limit =
+                     static_cast<std::size_t>(integer_value(node, key, 0, 10000, "an integer from 0 to 10000"));
              }},
         };
     }
@@ -799,7 +883,7 @@ void apply_environment(toml::table& root, const Environment& environment,
         if (keys == schema.end() || section.empty() != (separator == std::string::npos)) {
             throw ConfigError(where + ": unknown section \"" + section +
                               "\": use TLSRELAY_KEY for top-level keys or TLSRELAY_SECTION__KEY with a section of "
-                              "smtpd, smtp, dns, queue");
+                              "smtpd, smtp, dns, queue, log, metrics");
         }
         auto match = std::find_if(keys->second.begin(), keys->second.end(),
                                   [&key](const std::string& candidate) { return lower(candidate) == key; });

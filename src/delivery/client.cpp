@@ -1,6 +1,7 @@
 #include "tlsrelay/delivery/client.hpp"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -146,38 +147,89 @@ public:
     using std::runtime_error::runtime_error;
 };
 
+}  // namespace
+
 class ClientSession {
 public:
-    ClientSession(const ClientOptions& options, const Target& target, const policy::HostPlan& plan,
-                  asio::ip::tcp::socket socket)
-        : options_(options),
-          target_(target),
-          plan_(plan),
+    ClientSession(ClientOptions options, Target target, policy::HostPlan plan, asio::ip::tcp::socket socket)
+        : options_(std::move(options)),
+          target_(std::move(target)),
+          plan_(std::move(plan)),
           stream_(std::move(socket)),
           reader_(stream_, max_reply_line),
           deadline_(std::make_shared<Deadline>(stream_.socket())),
-          peer_(format_peer(target.host, target.address, target.port)),
-          implicit_tls_(uses_implicit_tls(options.tls_wrappermode, target.port)) {}
+          peer_(format_peer(target_.host, target_.address, target_.port)),
+          implicit_tls_(uses_implicit_tls(options_.tls_wrappermode, target_.port)) {}
 
-    asio::awaitable<AttemptResult> run(const queue::StoredMessage& message, const std::vector<std::size_t>& indices,
-                                       bool use_tls) {
+    ~ClientSession() {
+        deadline_->stop();
+        stream_.close();
+    }
+
+    // Sets up the session; false when the host cannot be used, with the
+    // reason in result().
+    asio::awaitable<bool> open(bool use_tls) {
         deadline_->start();
         std::exception_ptr failure;
+        bool usable = false;
         try {
-            if (co_await open_session(use_tls)) {
-                co_await transaction(message, indices);
-                co_await quit();
-            }
+            usable = co_await open_session(use_tls);
         } catch (const std::exception&) {
             failure = std::current_exception();
         }
         if (failure) {
+            record_failure(failure, {});
+        }
+        co_return usable;
+    }
+
+    asio::awaitable<AttemptResult> send(const queue::StoredMessage& message, const std::vector<std::size_t>& indices) {
+        result_.recipients.clear();
+        reusable_ = false;
+        stale_ = false;
+        mail_accepted_ = false;
+        std::exception_ptr failure;
+        try {
+            co_await transaction(message, indices);
+            reusable_ = !closing_;
+        } catch (const std::exception&) {
+            failure = std::current_exception();
+        }
+        if (failure) {
+            // On a reused session, a connection lost before the server
+            // accepted MAIL delivered nothing: the caller retries afresh.
+            stale_ = transactions_ > 0 && !mail_accepted_;
             record_failure(failure, indices);
         }
+        ++transactions_;
+        co_return result_;
+    }
+
+    asio::awaitable<void> quit() {
+        co_await send_quit();
         deadline_->stop();
         stream_.close();
-        co_return std::move(result_);
     }
+
+    bool idle_and_open() {
+        if (reader_.has_buffered() || !stream_.socket().is_open()) {
+            return false;
+        }
+        char byte = 0;
+        ssize_t count = ::recv(stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        return count < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    }
+
+    const AttemptResult& result() const { return result_; }
+    AttemptResult take_result() { return std::move(result_); }
+    bool reusable() const { return reusable_ && !deadline_->expired(); }
+    bool stale() const { return stale_; }
+    const Target& target() const { return target_; }
+    policy::Trust trust() const { return result_.trust; }
+    const tls::SessionInfo* tls_session() const { return stream_.is_tls() ? &stream_.session() : nullptr; }
+    bool starttls_offered() const { return starttls_offered_; }
+    const std::vector<std::string>& extensions() const { return extensions_; }
+    std::size_t transactions() const { return transactions_; }
 
 private:
     // Connects, reads the greeting, sends EHLO and sets up TLS as the plan
@@ -223,7 +275,8 @@ private:
             facts.stage = policy::TlsStage::not_tried;
             co_return co_await apply_plaintext_verdict(facts);
         }
-        if (!offers("STARTTLS")) {
+        starttls_offered_ = offers("STARTTLS");
+        if (!starttls_offered_) {
             facts.stage = policy::TlsStage::not_offered;
             co_return co_await apply_plaintext_verdict(facts);
         }
@@ -269,7 +322,7 @@ private:
             co_return true;
         }
         result_.phase = Phase::starttls;
-        co_await quit();
+        co_await send_quit();
         co_return host_failed(verdict.dsn, verdict.reason);
     }
 
@@ -317,6 +370,7 @@ private:
         }
 
         facts = session_facts();
+        result_.tls_session = stream_.session();
         auto verdict = policy::judge(plan_, facts, target_.host);
         result_.trust = verdict.trust;
         result_.trust_how = verdict.how;
@@ -327,7 +381,7 @@ private:
         if (verdict.action != policy::Action::deliver) {
             result_.phase = Phase::tls_policy;
             result_.retry_without_tls = !implicit_tls_ && verdict.action == policy::Action::deliver_in_clear;
-            co_await quit();
+            co_await send_quit();
             co_return host_failed(verdict.dsn.empty() ? "4.7.5" : verdict.dsn, verdict.reason);
         }
         tls_active_ = true;
@@ -348,7 +402,7 @@ private:
 
         result_.phase = Phase::auth;
         if (!tls_active_) {
-            co_await quit();
+            co_await send_quit();
             co_return host_failed("4.7.0", "SMTP AUTH credentials for " + peer_ +
                                                " are not sent over a connection without TLS");
         }
@@ -376,7 +430,7 @@ private:
                 reply = co_await command(base64_encode(credentials->password));
             }
         } else {
-            co_await quit();
+            co_await send_quit();
             co_return host_failed("4.7.0", "host " + peer_ +
                                                " offers no SMTP AUTH mechanism that tlsrelay supports (PLAIN, "
                                                "LOGIN), so the credentials for it cannot be used");
@@ -388,7 +442,7 @@ private:
             if (reply.code == 334) {
                 co_await command("*");
             }
-            co_await quit();
+            co_await send_quit();
             std::string status = reply.status();
             if (!status.empty() && status[0] == '5') {
                 status[0] = '4';
@@ -567,7 +621,7 @@ private:
         co_await stream_.write_all(asio::buffer(out));
     }
 
-    asio::awaitable<void> quit() {
+    asio::awaitable<void> send_quit() {
         try {
             deadline_->arm(std::chrono::seconds(10));
             co_await command("QUIT");
@@ -591,6 +645,8 @@ private:
                 throw ProtocolError("malformed reply from " + peer_);
             }
             if (parser.complete()) {
+                // RFC 5321 section 3.8: 421 announces that the server closes the session.
+                closing_ = closing_ || parser.reply().code == 421;
                 co_return parser.reply();
             }
         }
@@ -661,9 +717,9 @@ private:
         }
     }
 
-    const ClientOptions& options_;
-    const Target& target_;
-    const policy::HostPlan& plan_;
+    const ClientOptions options_;
+    const Target target_;
+    const policy::HostPlan plan_;
     tls::Stream stream_;
     smtp::LineReader reader_;
     std::shared_ptr<Deadline> deadline_;
@@ -673,16 +729,58 @@ private:
     std::vector<std::string> extensions_;
     std::vector<std::string> extension_lines_;  // the EHLO reply's lines after the first
     AttemptResult result_;
+    bool starttls_offered_ = false;
+    bool closing_ = false;        // the server sent 421
+    bool mail_accepted_ = false;  // in the current transaction
+    bool reusable_ = false;
+    bool stale_ = false;
+    std::size_t transactions_ = 0;
 };
 
-}  // namespace
+Connection::Connection(std::unique_ptr<ClientSession> session) : session_(std::move(session)) {}
+Connection::~Connection() = default;
+
+asio::awaitable<std::unique_ptr<Connection>> Connection::open(ClientOptions options, Target target,
+                                                              policy::HostPlan plan, bool use_tls,
+                                                              AttemptResult& result) {
+    auto executor = co_await asio::this_coro::executor;
+    auto session = std::make_unique<ClientSession>(std::move(options), std::move(target), std::move(plan),
+                                                   asio::ip::tcp::socket(executor));
+    bool usable = co_await session->open(use_tls);
+    result = session->result();
+    if (!usable) {
+        co_return nullptr;
+    }
+    co_return std::unique_ptr<Connection>(new Connection(std::move(session)));
+}
+
+asio::awaitable<AttemptResult> Connection::send(const queue::StoredMessage& message,
+                                                const std::vector<std::size_t>& indices) {
+    co_return co_await session_->send(message, indices);
+}
+
+bool Connection::reusable() const { return session_->reusable(); }
+bool Connection::stale() const { return session_->stale(); }
+bool Connection::idle_and_open() { return session_->idle_and_open(); }
+asio::awaitable<void> Connection::quit() { co_await session_->quit(); }
+const Target& Connection::target() const { return session_->target(); }
+policy::Trust Connection::trust() const { return session_->trust(); }
+const tls::SessionInfo* Connection::tls_session() const { return session_->tls_session(); }
+bool Connection::starttls_offered() const { return session_->starttls_offered(); }
+const std::vector<std::string>& Connection::extensions() const { return session_->extensions(); }
+std::size_t Connection::transactions() const { return session_->transactions(); }
 
 asio::awaitable<AttemptResult> attempt_delivery(const ClientOptions& options, const Target& target,
                                                 const policy::HostPlan& plan, const queue::StoredMessage& message,
                                                 const std::vector<std::size_t>& indices, bool use_tls) {
-    auto executor = co_await asio::this_coro::executor;
-    ClientSession session(options, target, plan, asio::ip::tcp::socket(executor));
-    co_return co_await session.run(message, indices, use_tls);
+    AttemptResult result;
+    auto connection = co_await Connection::open(options, target, plan, use_tls, result);
+    if (!connection) {
+        co_return result;
+    }
+    result = co_await connection->send(message, indices);
+    co_await connection->quit();
+    co_return result;
 }
 
 }  // namespace tlsrelay::delivery

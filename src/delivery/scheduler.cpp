@@ -70,6 +70,21 @@ bool equal_ignoring_case(std::string_view a, std::string_view b) {
     });
 }
 
+asio::awaitable<std::string> run_spool_work(std::function<void()> work) {
+    std::string error;
+    try {
+        work();
+    } catch (const std::exception& failure) {
+        error = failure.what();
+    }
+    co_return error;
+}
+
+// Ends an idle or unusable session with QUIT, off the delivery's path.
+asio::awaitable<void> close_connection(std::unique_ptr<Connection> connection) {
+    co_await connection->quit();
+}
+
 }  // namespace
 
 Scheduler::Scheduler(asio::any_io_executor executor, queue::Spool& spool, dns::Resolver& resolver,
@@ -134,11 +149,114 @@ void Scheduler::enqueue(const queue::Envelope& envelope) {
 void Scheduler::start() {
     asio::co_spawn(executor_, run(), asio::detached);
     asio::co_spawn(executor_, watch_control(), asio::detached);
+    if (settings_.connection_cache_time_limit.count() > 0) {
+        asio::co_spawn(executor_, expire_connections(), asio::detached);
+    }
 }
 
 void Scheduler::stop() {
     stopped_ = true;
     wake_.cancel();
+    close_cached_connections();
+}
+
+void Scheduler::close_cached_connections() {
+    for (auto& [key, connections] : connection_cache_) {
+        for (auto& cached : connections) {
+            asio::co_spawn(executor_, close_connection(std::move(cached.connection)), asio::detached);
+        }
+    }
+    connection_cache_.clear();
+}
+
+// Closes the sessions that waited longer than connection_cache_time_limit.
+asio::awaitable<void> Scheduler::expire_connections() {
+    asio::steady_timer timer(executor_);
+    auto interval = std::min<std::chrono::milliseconds>(settings_.connection_cache_time_limit, std::chrono::seconds(1));
+    while (!stopped_) {
+        timer.expires_after(interval);
+        std::error_code ignored;
+        co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+        auto expired_before = Clock::now() - settings_.connection_cache_time_limit;
+        for (auto it = connection_cache_.begin(); it != connection_cache_.end();) {
+            auto& connections = it->second;
+            auto first_kept = std::stable_partition(connections.begin(), connections.end(), [&](const CachedConnection& cached) {
+                return cached.idle_since <= expired_before;
+            });
+            for (auto expired = connections.begin(); expired != first_kept; ++expired) {
+                asio::co_spawn(executor_, close_connection(std::move(expired->connection)), asio::detached);
+            }
+            connections.erase(connections.begin(), first_kept);
+            it = connections.empty() ? connection_cache_.erase(it) : std::next(it);
+        }
+    }
+}
+
+// Returns the most recently used open session for `key`, closing those
+// found closed by their server or too old to reuse.
+std::optional<Scheduler::CachedConnection> Scheduler::take_cached_connection(const std::string& key) {
+    auto found = connection_cache_.find(key);
+    while (found != connection_cache_.end() && !found->second.empty()) {
+        auto cached = std::move(found->second.back());
+        found->second.pop_back();
+        if (found->second.empty()) {
+            connection_cache_.erase(found);
+            found = connection_cache_.end();
+        }
+        bool too_old = Clock::now() - cached.opened >= settings_.connection_reuse_time_limit;
+        if (!too_old && cached.connection->idle_and_open()) {
+            return cached;
+        }
+        asio::co_spawn(executor_, close_connection(std::move(cached.connection)), asio::detached);
+    }
+    return std::nullopt;
+}
+
+// Keeps a session for the next message to the same destination, or closes it.
+void Scheduler::release_connection(const std::string& key, CachedConnection cached) {
+    auto now = Clock::now();
+    bool keep = !stopped_ && settings_.connection_cache_time_limit.count() > 0 && cached.connection->reusable() &&
+                now - cached.opened < settings_.connection_reuse_time_limit;
+    auto& connections = connection_cache_[key];
+    if (keep && connections.size() < settings_.destination_concurrency_limit) {
+        cached.idle_since = now;
+        connections.push_back(std::move(cached));
+        return;
+    }
+    if (connections.empty()) {
+        connection_cache_.erase(key);
+    }
+    asio::co_spawn(executor_, close_connection(std::move(cached.connection)), asio::detached);
+}
+
+// Delivers on an open session to the destination when one is cached.
+// Returns false when there was none, or each turned out closed before the
+// server accepted MAIL, so nothing was sent and a new connection is needed.
+asio::awaitable<bool> Scheduler::deliver_on_cached_connection(Entry& entry, const std::string& key,
+                                                              const std::vector<std::size_t>& indices,
+                                                              std::vector<RecipientResult>& results) {
+    for (;;) {
+        // GCC 12 miscompiles a coroutine that declares a variable in a
+        // loop condition and suspends in the loop body.
+        auto cached = take_cached_connection(key);
+        if (!cached) {
+            break;
+        }
+        const auto& target = cached->connection->target();
+        auto relay = format_peer(target.host, target.address, target.port);
+        auto attempt = co_await cached->connection->send(entry.message, indices);
+        if (cached->connection->stale()) {
+            log::debug(entry.message.envelope.id + ": cached session with " + relay + " was closed by the server; " +
+                       "opening a new one");
+            continue;
+        }
+        for (const auto& result : attempt.recipients) {
+            report(entry, result, relay, attempt.trust, results);
+        }
+        release_connection(key, std::move(*cached));
+        co_return true;
+    }
+    co_return false;
 }
 
 asio::awaitable<void> Scheduler::run() {
@@ -277,13 +395,19 @@ bool Scheduler::hold(const std::string& id) {
     if (found == entries_.end()) {
         return false;
     }
-    // During an attempt the state in memory still has the results from
-    // before it, so writing it now is consistent. The attempt writes the
-    // hold again with its own results when it ends.
+    // During an attempt the hold is only noted: the attempt writes the
+    // state file when it ends, and writes it again when the hold arrived
+    // while that write was running on the disk executor.
     auto& entry = found->second;
     entry.message.state.held = true;
     entry.ready = false;
+    if (entry.busy) {
+        entry.hold_changed = true;
+        log::info(id + ": on hold from the end of its delivery attempt");
+        return true;
+    }
     try {
+        entry.message.has_state_file = true;
         spool_.record_state(id, entry.message.state);
         log::info(id + ": on hold");
     } catch (const queue::SpoolError& error) {
@@ -300,7 +424,13 @@ bool Scheduler::release(const std::string& id) {
     auto& entry = found->second;
     entry.message.state.held = false;
     entry.ready = !entry.busy;
+    if (entry.busy) {
+        entry.hold_changed = true;
+        log::info(id + ": released from hold");
+        return true;
+    }
     try {
+        entry.message.has_state_file = true;
         spool_.record_state(id, entry.message.state);
         log::info(id + ": released from hold");
     } catch (const queue::SpoolError& error) {
@@ -337,11 +467,43 @@ asio::awaitable<void> Scheduler::deliver(std::string id) {
     }
 
     // Record the results before anything else, in one write, so a crash
-    // from here on cannot send these recipients again.
-    record_results(entry, results);
+    // from here on cannot send these recipients again. With every recipient
+    // sent, removing the file is that one record.
+    bool all_sent = record_results(entry, results);
+    // The work is a named variable: GCC 12 destroys a temporary lambda
+    // twice when it is converted to std::function inside a co_await.
+    std::function<void()> spool_work;
+    if (all_sent) {
+        spool_work = [this, id, has_state_file = entry.message.has_state_file] {
+            spool_.remove(id, has_state_file);
+        };
+    } else {
+        spool_work = [this, id, state = entry.message.state] { spool_.record_state(id, state); };
+        entry.message.has_state_file = true;
+    }
+    std::string spool_error = co_await on_disk(std::move(spool_work));
+    if (!spool_error.empty()) {
+        log::error(id + ": cannot update queue file: " + spool_error);
+    } else if (all_sent) {
+        log::info(id + ": removed");
+        --active_;
+        entries_.erase(id);
+        wake_.cancel();
+        co_return;
+    }
+
     entry.busy = false;
     --active_;
     wake_.cancel();
+    if (entry.hold_changed) {
+        entry.hold_changed = false;
+        try {
+            entry.message.has_state_file = true;
+            spool_.record_state(id, entry.message.state);
+        } catch (const queue::SpoolError& error) {
+            log::error(id + ": cannot record the hold or release: " + error.what());
+        }
+    }
     if (entry.delete_requested) {
         remove(id);
         co_return;
@@ -349,8 +511,18 @@ asio::awaitable<void> Scheduler::deliver(std::string id) {
     settle(id);
 }
 
-void Scheduler::record_results(Entry& entry, const std::vector<RecipientResult>& results) {
-    const auto& envelope = entry.message.envelope;
+// Runs a spool operation on the disk executor and returns its error text,
+// empty on success.
+asio::awaitable<std::string> Scheduler::on_disk(std::function<void()> work) {
+    if (!settings_.disk_executor) {
+        co_return co_await run_spool_work(std::move(work));
+    }
+    co_return co_await asio::co_spawn(settings_.disk_executor, run_spool_work(std::move(work)), asio::use_awaitable);
+}
+
+// Applies an attempt's results to the state in memory; returns true when
+// every recipient is now sent.
+bool Scheduler::record_results(Entry& entry, const std::vector<RecipientResult>& results) {
     auto now = unix_now_ms();
     std::int64_t next_try = 0;
     for (const auto& result : results) {
@@ -372,19 +544,8 @@ void Scheduler::record_results(Entry& entry, const std::vector<RecipientResult>&
     if (next_try != 0) {
         entry.next_attempt = steady_from_unix_ms(next_try);
     }
-
-    try {
-        // With every recipient sent, removing the file is the one record.
-        bool all_sent = std::all_of(entry.message.state.recipients.begin(), entry.message.state.recipients.end(),
-                                    [](const queue::RecipientState& state) {
-                                        return state.status == queue::RecipientStatus::sent;
-                                    });
-        if (!all_sent) {
-            spool_.record_state(envelope.id, entry.message.state);
-        }
-    } catch (const queue::SpoolError& error) {
-        log::error(envelope.id + ": cannot update queue file: " + error.what());
-    }
+    return std::all_of(entry.message.state.recipients.begin(), entry.message.state.recipients.end(),
+                       [](const queue::RecipientState& state) { return state.status == queue::RecipientStatus::sent; });
 }
 
 // Queues the notifications a message owes its sender, then removes the
@@ -452,6 +613,7 @@ bool Scheduler::settle(const std::string& id) {
             return true;
         }
         if (changed) {
+            entry.message.has_state_file = true;
             spool_.record_state(id, entry.message.state);
         }
     } catch (const queue::SpoolError& error) {
@@ -556,7 +718,7 @@ asio::awaitable<void> Scheduler::deliver_domain(Entry& entry, const std::string&
     };
 
     // A transport entry for the domain wins over the relayhost.
-    const auto hop = next_hop_for(domain, entry.message.envelope.sender);
+    const auto hop = choose_next_hop(settings_, domain, entry.message.envelope.sender).hop;
     std::string next_hop = hop ? hop->host : domain;
 
     // A destination that just failed as a whole is not tried again for
@@ -576,23 +738,31 @@ asio::awaitable<void> Scheduler::deliver_domain(Entry& entry, const std::string&
         co_return;
     }
 
+    // The policy of the next hop: the relayhost as "[host]:port", else the
+    // recipient domain, then its parent domains, then the global default.
+    std::string policy_key = hop ? policy::next_hop_key(hop->host, hop->port, hop->port_given, hop->mx_lookup) : domain;
+    const policy::Entry* table_entry = settings_.policy_table.lookup(policy_key);
+    const policy::Policy& policy = table_entry ? table_entry->policy : settings_.default_policy;
+
+    // An open session to the destination carries the message without a
+    // DNS lookup, a TCP connect or a TLS handshake.
+    std::string cache_key = policy_key + " " + next_hop;
+    if (co_await deliver_on_cached_connection(entry, cache_key, indices, results)) {
+        (*destinations_)[next_hop].suspended_until = {};
+        co_return;
+    }
+
     auto route = co_await find_route(resolver_, domain, hop, settings_.port);
     if (route.status != Route::Status::ok) {
         auto outcome = route.status == Route::Status::permanent_failure ? Outcome::bounced : Outcome::deferred;
         fail_all(outcome, route.dsn, route.reason, "none", policy::Trust::none);
         co_return;
     }
-    if (loops_back(route)) {
+    if (loops_back(settings_, route)) {
         fail_all(Outcome::bounced, "5.4.6", "mail for " + domain + " loops back to myself", "none",
                  policy::Trust::none);
         co_return;
     }
-
-    // The policy of the next hop: the relayhost as "[host]:port", else the
-    // recipient domain, then its parent domains, then the global default.
-    std::string policy_key = hop ? policy::next_hop_key(hop->host, hop->port, hop->port_given, hop->mx_lookup) : domain;
-    const policy::Entry* table_entry = settings_.policy_table.lookup(policy_key);
-    const policy::Policy& policy = table_entry ? table_entry->policy : settings_.default_policy;
 
     // Try each address of each host until one carries the transaction.
     AttemptResult last;
@@ -600,7 +770,7 @@ asio::awaitable<void> Scheduler::deliver_domain(Entry& entry, const std::string&
     last.reason = "no host of " + domain + " could be used";
     std::string last_relay = "none";
     for (const auto& host : route.hosts) {
-        auto dns = co_await dns_facts(policy, route, host);
+        auto dns = co_await gather_dns_facts(resolver_, settings_.policy_settings, policy, route, host);
         auto plan = policy::plan_host(policy, policy::Destination{next_hop, host.name}, dns, settings_.policy_settings);
         if (!plan.note.empty()) {
             log::info(id + ": " + host.name + ": " + plan.note);
@@ -616,18 +786,25 @@ asio::awaitable<void> Scheduler::deliver_domain(Entry& entry, const std::string&
 
         for (const auto& address : host.addresses) {
             Target target{host.name, address, route.port};
-            auto attempt = co_await attempt_delivery(settings_.client, target, plan, entry.message, indices, true);
-            if (attempt.host_failed && attempt.retry_without_tls) {
+            auto opened = Clock::now();
+            AttemptResult attempt;
+            auto connection = co_await Connection::open(settings_.client, target, plan, true, attempt);
+            if (!connection && attempt.retry_without_tls) {
                 log::info(id + ": TLS failed with " + format_peer(host.name, address, route.port) +
                           ", retrying in plaintext as level may allows");
-                attempt = co_await attempt_delivery(settings_.client, target, plan, entry.message, indices, false);
+                connection = co_await Connection::open(settings_.client, target, plan, false, attempt);
             }
             std::string relay = format_peer(host.name, address, route.port);
-            if (!attempt.host_failed) {
+            if (settings_.recorder && (connection || attempt.connected)) {
+                settings_.recorder->record_session(domain, attempt.trust, plan.effective);
+            }
+            if (connection) {
                 (*destinations_)[next_hop].suspended_until = {};
+                attempt = co_await connection->send(entry.message, indices);
                 for (const auto& result : attempt.recipients) {
                     report(entry, result, relay, attempt.trust, results);
                 }
+                release_connection(cache_key, CachedConnection{std::move(connection), opened, {}});
                 co_return;
             }
             log::info(id + ": " + attempt.reason);
@@ -679,14 +856,13 @@ Scheduler::DestinationSlot::~DestinationSlot() {
     }
 }
 
-// Gathers the DNSSEC facts DANE needs, and looks up the host's TLSA records
-// when the policy calls for them (RFC 7672 section 2.2).
-asio::awaitable<policy::DnsFacts> Scheduler::dns_facts(const policy::Policy& policy, const Route& route,
-                                                       const RouteHost& host) {
+asio::awaitable<policy::DnsFacts> gather_dns_facts(dns::Resolver& resolver, const policy::Settings& settings,
+                                                   const policy::Policy& policy, const Route& route,
+                                                   const RouteHost& host) {
     policy::DnsFacts facts;
     facts.mx_secure = route.mx_secure;
     facts.host_secure = host.secure;
-    if (!policy::needs_tlsa(policy, facts, settings_.policy_settings)) {
+    if (!policy::needs_tlsa(policy, facts, settings)) {
         co_return facts;
     }
 
@@ -701,7 +877,7 @@ asio::awaitable<policy::DnsFacts> Scheduler::dns_facts(const policy::Policy& pol
     for (const auto& base : bases) {
         facts.tlsa_name = dns::tlsa_owner_name(base, route.port);
         facts.tlsa_base_name = base;
-        auto answer = co_await resolver_.query_tlsa(facts.tlsa_name);
+        auto answer = co_await resolver.query_tlsa(facts.tlsa_name);
         switch (answer.status) {
         case dns::Status::ok:
             facts.tlsa = answer.secure ? policy::TlsaLookup::found : policy::TlsaLookup::insecure;
@@ -726,14 +902,12 @@ asio::awaitable<policy::DnsFacts> Scheduler::dns_facts(const policy::Policy& pol
     co_return facts;
 }
 
-// True when the best MX host is this relay (one of its names or
-// addresses), as Postfix checks before connecting.
-bool Scheduler::loops_back(const Route& route) const {
+bool loops_back(const SchedulerSettings& settings, const Route& route) {
     if (route.hosts.empty()) {
         return false;
     }
     const auto& best = route.hosts.front();
-    for (const auto& name : settings_.own_names) {
+    for (const auto& name : settings.own_names) {
         if (!name.empty() && equal_ignoring_case(name, best.name)) {
             return true;
         }
@@ -741,7 +915,7 @@ bool Scheduler::loops_back(const Route& route) const {
     // The relay's own listeners: the same port and address, or a wildcard
     // listener on that port for a loopback address.
     for (const auto& address : best.addresses) {
-        for (const auto& own : settings_.own_endpoints) {
+        for (const auto& own : settings.own_endpoints) {
             bool same_address = own.address() == address || (own.address().is_unspecified() && address.is_loopback());
             if (own.port() == route.port && same_address) {
                 return true;
@@ -751,14 +925,11 @@ bool Scheduler::loops_back(const Route& route) const {
     return false;
 }
 
-// Chooses the next hop: a transport entry for the domain, else the
-// sender's relayhost (the whole address first, then "@domain"), else the
-// relayhost. No next hop means an MX lookup of the domain.
-std::optional<NextHop> Scheduler::next_hop_for(const std::string& domain, const std::string& sender) const {
-    for (const auto& [pattern, hop] : settings_.transports) {
+NextHopChoice choose_next_hop(const SchedulerSettings& settings, const std::string& domain, const std::string& sender) {
+    for (const auto& [pattern, hop] : settings.transports) {
         bool subdomain = pattern.starts_with('.') && domain.size() > pattern.size() && domain.ends_with(pattern);
         if (domain == pattern || subdomain) {
-            return hop;
+            return {hop, "transport"};
         }
     }
 
@@ -769,14 +940,17 @@ std::optional<NextHop> Scheduler::next_hop_for(const std::string& domain, const 
         std::transform(address.begin(), address.end(), address.begin(),
                        [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
         for (const auto& key : {address, address.substr(at)}) {
-            for (const auto& [pattern, hop] : settings_.sender_relayhosts) {
+            for (const auto& [pattern, hop] : settings.sender_relayhosts) {
                 if (pattern == key) {
-                    return hop;
+                    return {hop, "sender relayhost"};
                 }
             }
         }
     }
-    return settings_.relayhost;
+    if (settings.relayhost) {
+        return {settings.relayhost, "relayhost"};
+    }
+    return {};
 }
 
 // Turns a deferral past the queue lifetime into a bounce, then logs the
@@ -800,6 +974,19 @@ void Scheduler::log_result(const Entry& entry, const RecipientResult& result, co
     log::info(envelope.id + ": to=<" + envelope.recipients[result.index] + ">, relay=" + relay +
               ", delay=" + format_delay(envelope.arrival_unix_ms) + ", tls=" + policy::to_string(trust) +
               ", dsn=" + result.dsn + ", status=" + to_string(result.outcome) + " (" + result.detail + ")");
+    if (settings_.recorder) {
+        settings_.recorder->record_result(envelope.recipients[result.index], to_string(result.outcome), trust,
+                                          result.dsn, result.detail);
+    }
+}
+
+std::int64_t Scheduler::oldest_arrival_unix_ms() const {
+    std::int64_t oldest = 0;
+    for (const auto& [id, entry] : entries_) {
+        auto arrival = entry.message.envelope.arrival_unix_ms;
+        oldest = oldest == 0 ? arrival : std::min(oldest, arrival);
+    }
+    return oldest;
 }
 
 }  // namespace tlsrelay::delivery

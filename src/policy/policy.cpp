@@ -86,31 +86,6 @@ unsigned protocol_bit(std::string_view session_protocol) {
     return index ? protocol_table[*index].bit : 0;
 }
 
-// True when a presented certificate name matches a reference pattern:
-// ".example.com" matches any name below example.com, anything else is an
-// RFC 6125 host name match.
-bool name_matches(const std::vector<std::string>& presented, const std::string& pattern) {
-    if (pattern.empty() || pattern.front() != '.') {
-        return tls::match_hostname(presented, pattern);
-    }
-    std::string suffix = lower(strip_dot(pattern));
-    for (const auto& candidate : presented) {
-        std::string name = lower(strip_dot(candidate));
-        // A wildcard stands for one label, so "*.mail.example.com" is a
-        // subdomain of example.com, and "*.example.com" is too.
-        if (name.starts_with("*.")) {
-            name = "x" + name.substr(1);
-        }
-        if (name.find('*') != std::string::npos) {
-            continue;
-        }
-        if (name.size() > suffix.size() && name.ends_with(suffix)) {
-            return true;
-        }
-    }
-    return false;
-}
-
 std::optional<std::string> first_match(const std::vector<std::string>& presented,
                                        const std::vector<std::string>& patterns) {
     for (const auto& pattern : patterns) {
@@ -343,6 +318,28 @@ Verdict judge_established(const HostPlan& plan, const TlsFacts& facts, std::stri
 }
 
 }  // namespace
+
+bool name_matches(const std::vector<std::string>& presented, const std::string& pattern) {
+    if (pattern.empty() || pattern.front() != '.') {
+        return tls::match_hostname(presented, pattern);
+    }
+    std::string suffix = lower(strip_dot(pattern));
+    for (const auto& candidate : presented) {
+        std::string name = lower(strip_dot(candidate));
+        // A wildcard stands for one label, so "*.mail.example.com" is a
+        // subdomain of example.com, and "*.example.com" is too.
+        if (name.starts_with("*.")) {
+            name = "x" + name.substr(1);
+        }
+        if (name.find('*') != std::string::npos) {
+            continue;
+        }
+        if (name.size() > suffix.size() && name.ends_with(suffix)) {
+            return true;
+        }
+    }
+    return false;
+}
 
 std::optional<Level> parse_level(std::string_view text) {
     for (const auto& entry : level_table) {

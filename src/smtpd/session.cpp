@@ -584,6 +584,7 @@ asio::awaitable<void> run_session(asio::ip::tcp::socket socket, std::shared_ptr<
     auto address = socket.remote_endpoint(error).address();
     auto counter = settings->connections;
     ++counter->total;
+    ++counter->accepted;
     ++counter->per_client[address];
 
     Session session(std::move(socket), std::move(settings));

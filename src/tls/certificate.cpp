@@ -191,6 +191,10 @@ std::vector<std::string> certificate_names(const std::vector<unsigned char>& der
     return names;
 }
 
+std::vector<std::string> certificate_dns_names(const std::vector<unsigned char>& der) {
+    return dns_names(der);
+}
+
 std::string describe_verify_error(int error) {
     // wolfSSL 5.5.4's own table lacks several codes it emits (13, 14, 18),
     // so the usual OpenSSL wording is kept here.

@@ -434,7 +434,7 @@ class Receiver:
 
     def __init__(self, directory, name, host, port, cert=None, key=None,
                  starttls=True, reject_rcpt_prefix=None, hostname=None, seven_bit=False,
-                 auth=None, auth_mechanisms=None, implicit_tls=False):
+                 auth=None, auth_mechanisms=None, implicit_tls=False, idle_timeout=None):
         self.directory = Path(directory)
         self.name = name
         self.host = host
@@ -459,6 +459,8 @@ class Receiver:
             args += ["--auth-mechanisms", auth_mechanisms]
         if implicit_tls:
             args += ["--implicit-tls"]
+        if idle_timeout is not None:
+            args += ["--idle-timeout", str(idle_timeout)]
         self.process = ManagedProcess(name, args, self.directory)
 
     def wait_ready(self, timeout=START_TIMEOUT):

@@ -11,6 +11,7 @@ DIR/<n>.json (envelope and TLS details). The .json file is written last and
 renamed into place, so its presence means both files are complete. With
 --auth USER:PASSWORD it requires SMTP AUTH and appends each attempt's
 mechanism and result to DIR/auth.log. --implicit-tls starts TLS at connect.
+--idle-timeout closes sessions that stay silent that long, with a 421.
 Prints "ready" to stdout once listening and exits on SIGTERM or SIGINT.
 """
 
@@ -36,6 +37,7 @@ class MaildirHandler:
         self.reject_rcpt_prefix = reject_rcpt_prefix
         self.server_names = server_names
         self.numbers = itertools.count(1)
+        self.session_numbers = itertools.count(1)
         self.lock = threading.Lock()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -49,7 +51,12 @@ class MaildirHandler:
     async def handle_DATA(self, server, session, envelope):
         with self.lock:
             number = next(self.numbers)
+            # aiosmtpd makes one Session object per connection; the number
+            # tells which messages one connection carried.
+            if not hasattr(session, "receiver_session_number"):
+                session.receiver_session_number = next(self.session_numbers)
         metadata = {
+            "session": session.receiver_session_number,
             "mail_from": envelope.mail_from,
             "rcpt_tos": list(envelope.rcpt_tos),
             "mail_options": list(envelope.mail_options),
@@ -123,6 +130,8 @@ def parse_arguments():
                         help="comma-separated AUTH mechanisms to offer with --auth")
     parser.add_argument("--implicit-tls", action="store_true",
                         help="start TLS at connect (port 465 style) instead of offering STARTTLS")
+    parser.add_argument("--idle-timeout", type=float, default=300.0,
+                        help="seconds of client silence after which the server sends 421 and closes")
     arguments = parser.parse_args()
     if not arguments.no_tls and not (arguments.cert and arguments.key):
         parser.error("--cert and --key are required unless --no-tls is given")
@@ -181,6 +190,7 @@ def main():
         # aiosmtpd offers 8BITMIME only when it does not decode the data.
         decode_data=arguments.seven_bit,
         enable_SMTPUTF8=not arguments.seven_bit,
+        timeout=arguments.idle_timeout,
         **tls_options,
     )
     controller.start()

@@ -130,13 +130,13 @@ TEST_CASE("config shipped default file loads") {
 TEST_CASE("config errors name file key value and what is accepted") {
     CHECK(error_of("myhostnme = \"relay\"\n") ==
           "/etc/tlsrelay/test.toml:1: unknown key myhostnme = \"relay\": accepted top-level keys are dns, "
-          "hopcount_limit, message_size_limit, myhostname, queue, queue_directory, relay_domains, smtp, smtpd, "
-          "transport");
+          "hopcount_limit, log, message_size_limit, metrics, myhostname, queue, queue_directory, relay_domains, "
+          "smtp, smtpd, transport");
     CHECK(error_of("[smtpd]\nlisen = [\"127.0.0.1:25\"]\n") ==
           "/etc/tlsrelay/test.toml:2: unknown key smtpd.lisen = [ \"127.0.0.1:25\" ]: accepted keys in [smtpd] are "
           "auth_users_file, client_connection_count_limit, connection_limit, forbid_bare_newline, hard_error_limit, "
-          "listen, listener, mynetworks, recipient_limit, timeout, tls_cert_file, tls_key_file, tls_protocols, "
-          "tls_security_level, tls_sni");
+          "listen, listener, mynetworks, recipient_limit, timeout, tls_cert_file, tls_key_file, tls_next_cert_file, "
+          "tls_protocols, tls_security_level, tls_sni");
     CHECK(error_of("[smtp]\ntls_security_level = \"sometimes\"\n") ==
           "/etc/tlsrelay/test.toml:2: invalid smtp.tls_security_level \"sometimes\": expected one of none, may, "
           "encrypt, fingerprint, verify, secure, dane, dane-only");
@@ -285,7 +285,7 @@ fingerprints = ["3D:95:34:51:24:66:33:B9:D2:40:99:C0:C1:17:0B:D1:CB:B1:F9:AD:A2:
     REQUIRE(org);
     CHECK(org->policy.level == Level::secure);
     CHECK(org->policy.match == std::vector<std::string>{".example.org", "example.net"});
-    CHECK(org->origin == "/etc/tlsrelay/test.toml:6");
+    CHECK(org->origin == "/etc/tlsrelay/test.toml:6 [[smtp.tls_policy]] #1");
     CHECK(config.smtp.tls_policy.lookup("[smtp.provider.example]:587")->policy.level == Level::encrypt);
     CHECK(config.smtp.tls_policy.lookup("mx.pinned.example")->policy.level == Level::fingerprint);
 }
@@ -311,7 +311,16 @@ TEST_CASE("config loads a Postfix policy file") {
     CHECK(error_of_file("[smtp]\ntls_policy_maps = \"tls_policy\"\n[[smtp.tls_policy]]\ndomain = \"example.com\"\n"
                         "level = \"may\"\n",
                         toml_file) ==
-          maps.string() + ":2: duplicate policy for example.com, first defined at " + toml_file.string() + ":3");
+          maps.string() + ":2: duplicate policy for example.com, first defined at " + toml_file.string() +
+              ":3 [[smtp.tls_policy]] #1");
+
+    // Origins, as `tlsrelay check` shows them: the file line, and for a
+    // TOML entry also its position among the [[smtp.tls_policy]] tables.
+    auto both = parse("[smtp]\ntls_policy_maps = \"tls_policy\"\n[[smtp.tls_policy]]\ndomain = \"a.example\"\n"
+                      "level = \"may\"\n[[smtp.tls_policy]]\ndomain = \"b.example\"\nlevel = \"verify\"\n",
+                      toml_file);
+    CHECK(both.smtp.tls_policy.lookup("b.example")->origin == toml_file.string() + ":6 [[smtp.tls_policy]] #2");
+    CHECK(both.smtp.tls_policy.lookup("example.com")->origin == maps.string() + ":2");
     std::filesystem::remove_all(directory);
 
     CHECK(error_of("[smtp]\ntls_policy_maps = \"/nonexistent/tls_policy\"\n") ==
@@ -335,7 +344,8 @@ TEST_CASE("config TLS policy errors") {
           "/etc/tlsrelay/test.toml:2: invalid smtp.tls_dane_insecure_mx_policy \"never\": expected one of dane, may");
     CHECK(error_of("[smtp]\nlevel = \"verify\"\n") ==
           "/etc/tlsrelay/test.toml:2: unknown key smtp.level = \"verify\": accepted keys in [smtp] are "
-          "command_timeout, connect_timeout, port, relayhost, sasl_password_file, sender_relayhost, tls_CAfile, "
+          "command_timeout, connect_timeout, connection_cache_time_limit, connection_reuse_time_limit, port, "
+          "relayhost, sasl_password_file, sender_relayhost, tls_CAfile, "
           "tls_CApath, tls_dane_insecure_mx_policy, tls_policy, tls_policy_maps, tls_security_level, tls_wrappermode");
 }
 
@@ -390,6 +400,51 @@ TEST_CASE("config dns errors", "[config][dns]") {
           "/etc/tlsrelay/test.toml:2: invalid dns.cache_size -1: expected an integer from 0 to 1000000");
 }
 
+TEST_CASE("config log and metrics keys", "[config]") {
+    auto defaults = parse("", file);
+    CHECK(defaults.log.format == tlsrelay::config::LogFormat::text);
+    CHECK_FALSE(defaults.metrics.listen);
+    CHECK(defaults.metrics.window_days == 30);
+    CHECK(defaults.metrics.domain_limit == 100);
+
+    auto config = parse("[log]\nformat = \"json\"\n[metrics]\nlisten = \"127.0.0.1:9465\"\nwindow = \"2w\"\n"
+                        "domain_limit = 0\n",
+                        file);
+    CHECK(config.log.format == tlsrelay::config::LogFormat::json);
+    REQUIRE(config.metrics.listen);
+    CHECK(config.metrics.listen->address().to_string() == "127.0.0.1");
+    CHECK(config.metrics.listen->port() == 9465);
+    CHECK(config.metrics.window_days == 14);
+    CHECK(config.metrics.domain_limit == 0);
+    CHECK_FALSE(parse("[metrics]\nlisten = \"\"\n", file).metrics.listen);
+    CHECK(parse("[metrics]\nlisten = \"[::1]:9465\"\n", file).metrics.listen->address().is_v6());
+}
+
+TEST_CASE("config log and metrics errors", "[config]") {
+    CHECK(error_of("[log]\nformat = \"syslog\"\n") ==
+          "/etc/tlsrelay/test.toml:2: invalid log.format \"syslog\": expected text or json");
+    CHECK(error_of("[log]\nlevel = \"debug\"\n") ==
+          "/etc/tlsrelay/test.toml:2: unknown key log.level = \"debug\": accepted keys in [log] are format");
+    CHECK(error_of("[metrics]\nlisten = \"9465\"\n") ==
+          "/etc/tlsrelay/test.toml:2: invalid metrics.listen \"9465\": expected \"addr:port\", \"[v6addr]:port\" or \"\"");
+    CHECK(error_of("[metrics]\nlisten = [\"127.0.0.1:9465\"]\n") ==
+          "/etc/tlsrelay/test.toml:2: invalid metrics.listen [ \"127.0.0.1:9465\" ]: expected \"addr:port\", "
+          "\"[v6addr]:port\" or \"\"");
+    CHECK(error_of("[metrics]\nwindow = \"36h\"\n") ==
+          "/etc/tlsrelay/test.toml:2: invalid metrics.window \"36h\": expected a number of days from \"1d\" to \"366d\"");
+    CHECK(error_of("[metrics]\nwindow = 0\n") ==
+          "/etc/tlsrelay/test.toml:2: invalid metrics.window 0: expected a number of days from \"1d\" to \"366d\"");
+    CHECK(error_of("[metrics]\nwindow = \"400d\"\n") ==
+          "/etc/tlsrelay/test.toml:2: invalid metrics.window \"400d\": expected a number of days from \"1d\" to \"366d\"");
+    CHECK(error_of("[metrics]\nwindow = \"a month\"\n") ==
+          "/etc/tlsrelay/test.toml:2: invalid metrics.window \"a month\": expected a duration such as 300, \"300s\", "
+          "\"10m\", \"1h\" or \"5d\"");
+    CHECK(error_of("[metrics]\ndomain_limit = -1\n") ==
+          "/etc/tlsrelay/test.toml:2: invalid metrics.domain_limit -1: expected an integer from 0 to 10000");
+    CHECK(error_of("metrics = \"127.0.0.1:9465\"\n") ==
+          "/etc/tlsrelay/test.toml:1: invalid metrics \"127.0.0.1:9465\": expected a table [metrics]");
+}
+
 TEST_CASE("config environment overrides keys", "[config]") {
     tlsrelay::config::Environment environment{
         {"TLSRELAY_MYHOSTNAME", "sidecar.example.net"},
@@ -432,7 +487,7 @@ TEST_CASE("config environment errors name the variable", "[config]") {
           "environment variable TLSRELAY_SMTP__TLS_LEVEL: unknown key smtp.tls_level");
     CHECK(error_with("TLSRELAY_MAIL__PORT", "25") ==
           "environment variable TLSRELAY_MAIL__PORT: unknown section \"mail\": use TLSRELAY_KEY for top-level keys or "
-          "TLSRELAY_SECTION__KEY with a section of smtpd, smtp, dns, queue");
+          "TLSRELAY_SECTION__KEY with a section of smtpd, smtp, dns, queue, log, metrics");
     CHECK(error_with("TLSRELAY_SMTPD", "5") == "environment variable TLSRELAY_SMTPD: unknown key smtpd");
     CHECK(error_with("TLSRELAY_CONFIG_TOML", "[smtpd") ==
           "TLSRELAY_CONFIG_TOML:1:7: TOML syntax error: Error while parsing table header: encountered end-of-file");

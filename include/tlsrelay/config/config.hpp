@@ -53,6 +53,9 @@ struct Smtpd {
     InboundTlsLevel tls_security_level = InboundTlsLevel::may;
     std::filesystem::path tls_cert_file;  // empty: self-signed, generated at first start
     std::filesystem::path tls_key_file;
+    // The certificate chain that will replace tls_cert_file; empty: none.
+    // Only the TLSA check after start and reload reads it.
+    std::filesystem::path tls_next_cert_file;
     std::vector<SniCertificate> tls_sni;
     bool tls_require_tls13 = false;  // tls_protocols = ">=TLSv1.3"; default ">=TLSv1.2"
     std::vector<Network> mynetworks;
@@ -79,6 +82,13 @@ struct Smtp {
     std::optional<NextHop> relayhost;
     std::chrono::seconds connect_timeout{30};
     std::chrono::seconds command_timeout{300};
+    // How long a session stays open after its transaction, waiting for the
+    // next message to the same destination (Postfix's
+    // smtp_connection_cache_time_limit); 0 closes every session at once.
+    std::chrono::seconds connection_cache_time_limit{2};
+    // A session open for this long is closed instead of carrying another
+    // transaction (Postfix's smtp_connection_reuse_time_limit).
+    std::chrono::seconds connection_reuse_time_limit{300};
     // Per-destination policies: [[smtp.tls_policy]] entries, then the
     // entries of the Postfix table file tls_policy_maps (loaded at start).
     policy::Table tls_policy;
@@ -124,6 +134,18 @@ struct Queue {
     std::size_t default_process_limit = 100;                 // deliveries at once in total
 };
 
+enum class LogFormat { text, json };
+
+struct Log {
+    LogFormat format = LogFormat::text;
+};
+
+struct Metrics {
+    std::optional<asio::ip::tcp::endpoint> listen;  // the Prometheus endpoint; unset: off
+    int window_days = 30;                            // days of delivery counters kept for `tlsrelay report`
+    std::size_t domain_limit = 100;                  // domains with their own metrics series
+};
+
 struct Config {
     std::filesystem::path config_file;
     std::string myhostname;
@@ -136,6 +158,8 @@ struct Config {
     Smtp smtp;
     Dns dns;
     Queue queue;
+    Log log;
+    Metrics metrics;
 };
 
 // Variables that override configuration keys, as (name, value) pairs.

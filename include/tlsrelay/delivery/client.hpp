@@ -20,6 +20,7 @@
 #include "tlsrelay/policy/policy.hpp"
 #include "tlsrelay/queue/spool.hpp"
 #include "tlsrelay/tls/context.hpp"
+#include "tlsrelay/tls/stream.hpp"
 
 namespace tlsrelay::delivery {
 
@@ -113,12 +114,67 @@ struct AttemptResult {
     policy::Trust trust = policy::Trust::none;
     std::string trust_how;  // how the trust was reached, for the log
     std::vector<RecipientResult> recipients;
+    // Set when a TLS handshake completed, also when the policy then rejected
+    // the peer, so `tlsrelay check` can show the chain it judged.
+    std::optional<tls::SessionInfo> tls_session;
 };
 
-// Delivers the message in `file` (content from `content_offset` on) to the
-// recipients named by `indices`, enforcing `plan` (see policy::plan_host).
-// With `use_tls` false, STARTTLS is not tried; the caller passes false only
-// for the plaintext retry that the plan's verdict allowed.
+class ClientSession;
+
+// An SMTP session with one address of one host, set up as a HostPlan
+// demands (greeting, EHLO, STARTTLS and the policy verdict, SMTP AUTH) and
+// able to carry several mail transactions one after another (RFC 5321
+// section 4.1.4: a new MAIL may follow a completed transaction).
+class Connection {
+public:
+    ~Connection();
+    Connection(const Connection&) = delete;
+    Connection& operator=(const Connection&) = delete;
+
+    // Connects and sets up the session. With `use_tls` false, STARTTLS is
+    // not tried; the caller passes false only for the plaintext retry that
+    // the plan's verdict allowed. Returns null and fills `result` (with
+    // host_failed set) when the host cannot be used; otherwise `result`
+    // has the trust reached.
+    static asio::awaitable<std::unique_ptr<Connection>> open(ClientOptions options, Target target,
+                                                             policy::HostPlan plan, bool use_tls,
+                                                             AttemptResult& result);
+
+    // Runs one transaction for the recipients named by `indices`, from the
+    // message's file (content from its content_offset on). The result has
+    // a RecipientResult for each index.
+    asio::awaitable<AttemptResult> send(const queue::StoredMessage& message, const std::vector<std::size_t>& indices);
+
+    // True when the last transaction ended cleanly (every reply read, none
+    // a 421) so another may follow on this session.
+    bool reusable() const;
+    // True when a reused session turned out closed or closing before the
+    // server accepted MAIL: nothing was delivered, so the caller should
+    // open a new connection and try again instead of deferring.
+    bool stale() const;
+    // Checks without blocking that the idle session is still open and that
+    // the server sent nothing unsolicited (such as a 421 before closing).
+    bool idle_and_open();
+    // Sends QUIT (best effort) and closes the connection.
+    asio::awaitable<void> quit();
+
+    const Target& target() const;
+    policy::Trust trust() const;
+    // The TLS session, or null when the session runs in plaintext.
+    const tls::SessionInfo* tls_session() const;
+    // Whether the EHLO reply before STARTTLS listed STARTTLS.
+    bool starttls_offered() const;
+    // The extension keywords of the last EHLO reply, upper case.
+    const std::vector<std::string>& extensions() const;
+    std::size_t transactions() const;
+
+private:
+    explicit Connection(std::unique_ptr<ClientSession> session);
+    std::unique_ptr<ClientSession> session_;
+};
+
+// Delivers one message on a new connection and closes it: Connection::open,
+// send and quit in one call.
 asio::awaitable<AttemptResult> attempt_delivery(const ClientOptions& options, const Target& target,
                                                 const policy::HostPlan& plan, const queue::StoredMessage& message,
                                                 const std::vector<std::size_t>& indices, bool use_tls);

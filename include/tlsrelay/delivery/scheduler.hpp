@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -23,6 +24,7 @@
 #include "tlsrelay/policy/table.hpp"
 #include "tlsrelay/queue/bounce.hpp"
 #include "tlsrelay/queue/spool.hpp"
+#include "tlsrelay/stats/recorder.hpp"
 #include "tlsrelay/util/address.hpp"
 
 namespace tlsrelay::delivery {
@@ -62,9 +64,37 @@ struct SchedulerSettings {
     std::size_t max_parallel_deliveries = 100;
     // Deliveries in progress to one next hop (a domain or a relayhost).
     std::size_t destination_concurrency_limit = 20;
+    // Sessions kept open after a transaction for the next message to the
+    // same next hop, and the age after which one carries no more.
+    std::chrono::seconds connection_cache_time_limit{2};
+    std::chrono::seconds connection_reuse_time_limit{300};
+    // Runs the spool's fsyncs after a delivery off the event loop; empty:
+    // they run on the scheduler's executor.
+    asio::any_io_executor disk_executor;
     // How often the control folder is checked for queue commands.
     std::chrono::milliseconds control_poll_interval{500};
+    // Counts each new session and each recipient result; null: no counting.
+    std::shared_ptr<stats::Recorder> recorder;
 };
+
+// The next hop for mail to `domain` from `sender`: a transport entry for
+// the domain, else the sender's relayhost (the whole address first, then
+// "@domain"), else the relayhost. No hop means an MX lookup of the domain.
+struct NextHopChoice {
+    std::optional<NextHop> hop;
+    const char* source = "MX lookup";  // "transport", "sender relayhost", "relayhost" or "MX lookup"
+};
+NextHopChoice choose_next_hop(const SchedulerSettings& settings, const std::string& domain, const std::string& sender);
+
+// True when the best MX host is this relay (one of its names, or a
+// listener's address and port), as Postfix checks before connecting.
+bool loops_back(const SchedulerSettings& settings, const Route& route);
+
+// Gathers the DNSSEC facts DANE needs, and looks up the host's TLSA records
+// when the policy calls for them (RFC 7672 section 2.2).
+asio::awaitable<policy::DnsFacts> gather_dns_facts(dns::Resolver& resolver, const policy::Settings& settings,
+                                                   const policy::Policy& policy, const Route& route,
+                                                   const RouteHost& host);
 
 class Scheduler {
 public:
@@ -92,6 +122,8 @@ public:
     void apply_request(const std::string& request);
     std::size_t active_deliveries() const { return active_; }
     std::size_t queued_messages() const { return entries_.size(); }
+    // Arrival of the oldest queued message, Unix milliseconds; 0 when the queue is empty.
+    std::int64_t oldest_arrival_unix_ms() const;
 
 private:
     struct Entry {
@@ -100,6 +132,7 @@ private:
         bool busy = false;              // an attempt is running
         bool ready = false;             // due: starts when a delivery slot is free
         bool delete_requested = false;  // queue delete arrived during an attempt
+        bool hold_changed = false;      // hold or release arrived during an attempt, not yet on disk
     };
 
     // The per-next-hop record: deliveries in progress, and the suspension
@@ -112,6 +145,13 @@ private:
     };
 
     using Destinations = std::map<std::string, Destination>;  // by next hop
+
+    // An open session waiting for its next transaction.
+    struct CachedConnection {
+        std::unique_ptr<Connection> connection;
+        std::chrono::steady_clock::time_point opened;
+        std::chrono::steady_clock::time_point idle_since;
+    };
 
     // One delivery slot of a destination, given back by the destructor. It
     // shares the map because a coroutine suspended at shutdown is destroyed
@@ -133,8 +173,16 @@ private:
 
     asio::awaitable<void> run();
     asio::awaitable<void> watch_control();
+    asio::awaitable<void> expire_connections();
+    std::optional<CachedConnection> take_cached_connection(const std::string& key);
+    void release_connection(const std::string& key, CachedConnection cached);
+    asio::awaitable<bool> deliver_on_cached_connection(Entry& entry, const std::string& key,
+                                                       const std::vector<std::size_t>& indices,
+                                                       std::vector<RecipientResult>& results);
+    void close_cached_connections();
     asio::awaitable<DestinationSlot> take_destination_slot(const std::string& next_hop);
-    void record_results(Entry& entry, const std::vector<RecipientResult>& results);
+    bool record_results(Entry& entry, const std::vector<RecipientResult>& results);
+    asio::awaitable<std::string> on_disk(std::function<void()> work);
     bool settle(const std::string& id);
     bool queue_notice(const Entry& entry, queue::DsnAction action, const std::vector<std::size_t>& indices);
     std::chrono::seconds lifetime_of(const queue::Envelope& envelope) const;
@@ -143,11 +191,8 @@ private:
     asio::awaitable<void> deliver(std::string id);
     asio::awaitable<void> deliver_domain(Entry& entry, const std::string& domain, std::vector<std::size_t> indices,
                                          std::vector<RecipientResult>& results);
-    asio::awaitable<policy::DnsFacts> dns_facts(const policy::Policy& policy, const Route& route, const RouteHost& host);
-    bool loops_back(const Route& route) const;
     void log_result(const Entry& entry, const RecipientResult& result, const std::string& relay, policy::Trust trust) const;
     void add(queue::StoredMessage message);
-    std::optional<NextHop> next_hop_for(const std::string& domain, const std::string& sender) const;
 
     asio::any_io_executor executor_;
     queue::Spool& spool_;
@@ -155,6 +200,9 @@ private:
     SchedulerSettings settings_;
     std::map<std::string, Entry> entries_;
     std::shared_ptr<Destinations> destinations_ = std::make_shared<Destinations>();
+    // Idle sessions by destination: the policy lookup key and the next hop,
+    // so a session is only reused under the policy that opened it.
+    std::map<std::string, std::vector<CachedConnection>> connection_cache_;
     asio::steady_timer wake_;
     std::chrono::steady_clock::time_point next_queue_run_{};
     std::size_t active_ = 0;

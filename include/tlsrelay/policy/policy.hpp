@@ -113,6 +113,11 @@ struct Settings {
 // (RFC 7672 section 2.2).
 bool needs_tlsa(const Policy& policy, const DnsFacts& dns, const Settings& settings);
 
+// True when a presented certificate name matches a reference pattern:
+// ".example.com" matches any name below example.com, anything else is an
+// RFC 6125 host name match. The verify, secure and DANE name checks use it.
+bool name_matches(const std::vector<std::string>& presented, const std::string& pattern);
+
 enum class Action {
     deliver,           // go ahead (plan) / the session may carry the mail (verdict)
     deliver_in_clear,  // verdict only: reconnect to the same host without STARTTLS

@@ -78,6 +78,7 @@ struct StoredMessage {
     std::filesystem::path file;
     std::uint64_t content_offset = 0;
     std::uint64_t content_size = 0;
+    bool has_state_file = false;  // false until a state file was written or found
 };
 
 // Formats and parses the state file text; parse returns std::nullopt for
@@ -143,8 +144,9 @@ public:
     // Replaces the state file durably: tmp/, fsync, rename, fsync state/.
     void record_state(const std::string& id, const MessageState& state);
 
-    // Deletes a message whose recipients are all finished.
-    void remove(const std::string& id);
+    // Deletes a message whose recipients are all finished. Without
+    // `has_state_file` no state file is looked for.
+    void remove(const std::string& id, bool has_state_file = true);
 
     std::filesystem::path active_path(const std::string& id) const;
 
@@ -157,7 +159,9 @@ private:
     std::filesystem::path directory_;
 };
 
-// Fsyncs a folder so that a rename or unlink inside it is durable.
+// Fsyncs a folder so that a rename or unlink inside it is durable. Callers
+// on several threads share fsyncs: one that starts after a caller's change
+// covers it, so concurrent commits cost one fsync per batch (group commit).
 void sync_directory(const std::filesystem::path& directory);
 
 }  // namespace tlsrelay::queue

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -25,6 +26,7 @@ struct ConnectionCounter {
     std::size_t limit = 1000;           // all clients together
     std::size_t per_client_limit = 50;  // Postfix's smtpd_client_connection_count_limit
     std::size_t total = 0;
+    std::uint64_t accepted = 0;  // sessions started since the counter was created
     std::map<asio::ip::address, std::size_t> per_client;
 };
 
@@ -56,6 +58,8 @@ public:
 
     // The bound addresses, with the real port when 0 was configured.
     std::vector<asio::ip::tcp::endpoint> local_endpoints() const;
+    // The connection counts, shared by every server built from the same settings.
+    std::shared_ptr<const ConnectionCounter> connections() const { return settings_->connections; }
 
 private:
     asio::any_io_executor executor_;

@@ -1,0 +1,140 @@
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <regex>
+#include <string>
+
+#include "tlsrelay/util/json.hpp"
+#include "tlsrelay/util/log.hpp"
+
+using tlsrelay::json::quote;
+using tlsrelay::log::json_line;
+using tlsrelay::log::message_fields;
+
+namespace {
+
+using Fields = std::vector<std::pair<std::string, std::string>>;
+
+// Captures what the logger writes to standard error while `write` runs.
+template <typename Write>
+std::string capture_stderr(Write write) {
+    std::fflush(stderr);
+    FILE* sink = std::tmpfile();
+    REQUIRE(sink != nullptr);
+    int saved = ::dup(STDERR_FILENO);
+    ::dup2(::fileno(sink), STDERR_FILENO);
+    write();
+    std::fflush(stderr);
+    ::dup2(saved, STDERR_FILENO);
+    ::close(saved);
+
+    std::string text;
+    std::rewind(sink);
+    char buffer[1024];
+    while (auto size = std::fread(buffer, 1, sizeof buffer, sink)) {
+        text.append(buffer, size);
+    }
+    std::fclose(sink);
+    return text;
+}
+
+}  // namespace
+
+TEST_CASE("log fields of a delivery line", "[log]") {
+    auto fields = message_fields(
+        "661D5AB67E89400: to=<bob@example.org>, relay=mx.example.org[192.0.2.1]:25, delay=0.4, tls=verified, "
+        "dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as X1)");
+    CHECK(fields == Fields{{"queue_id", "661D5AB67E89400"},
+                           {"to", "bob@example.org"},
+                           {"relay", "mx.example.org[192.0.2.1]:25"},
+                           {"delay", "0.4"},
+                           {"tls", "verified"},
+                           {"dsn", "2.0.0"},
+                           {"status", "sent"},
+                           {"reason", "250 2.0.0 Ok: queued as X1"}});
+
+    // A reason with parentheses and commas of its own stays whole.
+    auto deferred = message_fields(
+        "661D5AB67E89400: to=<carol@example.org>, relay=none, delay=12, tls=none, dsn=4.4.1, status=deferred "
+        "(connect to mx.example.org[192.0.2.1]:25: Connection refused (tried 2, gave up))");
+    REQUIRE(deferred.size() == 8);
+    CHECK(deferred[7] == std::pair<std::string, std::string>{
+                             "reason", "connect to mx.example.org[192.0.2.1]:25: Connection refused (tried 2, gave up)"});
+}
+
+TEST_CASE("log fields of an inbound line", "[log]") {
+    auto fields = message_fields("0123456789ABCDE: client=localhost[127.0.0.1], from=<>, size=1234, nrcpt=2 "
+                                 "(queue active)");
+    CHECK(fields == Fields{{"queue_id", "0123456789ABCDE"},
+                           {"client", "localhost[127.0.0.1]"},
+                           {"from", ""},
+                           {"size", "1234"},
+                           {"nrcpt", "2"},
+                           {"reason", "queue active"}});
+}
+
+TEST_CASE("log fields of other lines", "[log]") {
+    CHECK(message_fields("listening on 127.0.0.1:2525").empty());
+    CHECK(message_fields("NOQUEUE: reject: RCPT from unknown[192.0.2.9]: 554 5.7.1 Relay access denied").empty());
+    CHECK(message_fields("0123456789ABCDE: sender non-delivery notification: 0123456789ABCDF") ==
+          Fields{{"queue_id", "0123456789ABCDE"}});
+    // Names the JSON line sets itself are not overwritten by a message.
+    CHECK(message_fields("level=debug, to=<a@b>") == Fields{{"to", "a@b"}});
+    // An address whose closing bracket is missing ends the parse.
+    CHECK(message_fields("to=<a@b, relay=x").empty());
+}
+
+TEST_CASE("log json line layout", "[log]") {
+    CHECK(json_line(tlsrelay::log::Level::warning, "disk \"full\"", "2025-12-04T10:00:00.123Z", 42) ==
+          "{\"time\":\"2025-12-04T10:00:00.123Z\",\"level\":\"warning\",\"program\":\"tlsrelay\",\"pid\":42,"
+          "\"message\":\"disk \\\"full\\\"\"}");
+    CHECK(json_line(tlsrelay::log::Level::info, "ABCDEF: to=<x@y>, status=sent (ok)", "t", 1) ==
+          "{\"time\":\"t\",\"level\":\"info\",\"program\":\"tlsrelay\",\"pid\":1,"
+          "\"message\":\"ABCDEF: to=<x@y>, status=sent (ok)\",\"queue_id\":\"ABCDEF\",\"to\":\"x@y\","
+          "\"status\":\"sent\",\"reason\":\"ok\"}");
+}
+
+TEST_CASE("json strings escape and keep UTF-8", "[log]") {
+    CHECK(quote("plain") == "\"plain\"");
+    CHECK(quote("quote \" backslash \\") == "\"quote \\\" backslash \\\\\"");
+    CHECK(quote("tab\tnl\ncr\rbs\bff\f") == "\"tab\\tnl\\ncr\\rbs\\bff\\f\"");
+    CHECK(quote(std::string("nul\0esc\x1b del\x7f", 13)) == "\"nul\\u0000esc\\u001b del\\u007f\"");
+    CHECK(quote("Grüße 東京 📨") == "\"Grüße 東京 📨\"");
+
+    const std::string replacement = "\xEF\xBF\xBD";
+    CHECK(quote("bad \xFF byte") == "\"bad " + replacement + " byte\"");
+    CHECK(quote("latin-1 caf\xE9!") == "\"latin-1 caf" + replacement + "!\"");  // truncated sequence
+    CHECK(quote("overlong \xC0\xAF") == "\"overlong " + replacement + replacement + "\"");
+    CHECK(quote("overlong \xE0\x80\xAF") == "\"overlong " + replacement + replacement + replacement + "\"");
+    CHECK(quote("surrogate \xED\xA0\x80") == "\"surrogate " + replacement + replacement + replacement + "\"");
+    CHECK(quote("too high \xF4\x90\x80\x80") ==
+          "\"too high " + replacement + replacement + replacement + replacement + "\"");
+    CHECK(quote("max \xF4\x8F\xBF\xBF") == "\"max \xF4\x8F\xBF\xBF\"");
+    CHECK(quote("cut at end \xE6\x9D") == "\"cut at end " + replacement + replacement + "\"");
+}
+
+TEST_CASE("log writes text or json lines", "[log]") {
+    auto text = capture_stderr([] { tlsrelay::log::warning("queue is slow"); });
+    CHECK(std::regex_match(text, std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z tlsrelay\[\d+\]: warning: queue is slow\n)")));
+
+    tlsrelay::log::set_format(tlsrelay::log::Format::json);
+    auto json = capture_stderr([] { tlsrelay::log::info("ABCDEF0123: to=<a@example.org>, status=sent (250 ok)"); });
+    tlsrelay::log::set_format(tlsrelay::log::Format::text);
+    auto pid = std::to_string(::getpid());
+    CHECK(std::regex_match(
+        json, std::regex(R"re(\{"time":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z","level":"info","program":"tlsrelay","pid":)re" +
+                         pid +
+                         R"re(,"message":"ABCDEF0123: to=<a@example.org>, status=sent \(250 ok\)","queue_id":"ABCDEF0123",)re"
+                         R"re("to":"a@example.org","status":"sent","reason":"250 ok"\}\n)re")));
+}
+
+TEST_CASE("log counts error lines", "[log]") {
+    auto before = tlsrelay::log::error_count();
+    capture_stderr([] {
+        tlsrelay::log::error("disk full");
+        tlsrelay::log::warning("not an error");
+    });
+    CHECK(tlsrelay::log::error_count() == before + 1);
+}
