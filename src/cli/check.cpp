@@ -19,6 +19,7 @@
 #include <asio/use_future.hpp>
 
 #include "check.hpp"
+#include "arguments.hpp"
 #include "commands.hpp"
 #include "delivery_settings.hpp"
 #include "tlsrelay/config/config.hpp"
@@ -47,12 +48,6 @@ const char* check_usage =
     "Exit status: 0 when delivery would succeed at the required level, 1 when it\n"
     "would defer or bounce, 2 on a usage or configuration error.\n";
 
-// A command-line mistake: printed with the usage text, exit status 2.
-class UsageError : public std::runtime_error {
-public:
-    using std::runtime_error::runtime_error;
-};
-
 struct CheckOptions {
     std::string domain;
     std::string config_file = "/etc/tlsrelay/tlsrelay.toml";
@@ -62,15 +57,6 @@ struct CheckOptions {
     bool json = false;
     bool verbose = false;
 };
-
-std::uint16_t parse_port(const std::string& text) {
-    unsigned value = 0;
-    auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (text.empty() || error != std::errc() || end != text.data() + text.size() || value == 0 || value > 65535) {
-        throw UsageError("invalid --port \"" + text + "\": expected a TCP port from 1 to 65535");
-    }
-    return static_cast<std::uint16_t>(value);
-}
 
 CheckOptions parse_options(const std::vector<std::string>& arguments) {
     CheckOptions options;

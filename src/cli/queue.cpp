@@ -14,6 +14,7 @@
 #include "tlsrelay/config/config.hpp"
 #include "tlsrelay/queue/control.hpp"
 #include "tlsrelay/queue/spool.hpp"
+#include "tlsrelay/util/json.hpp"
 
 namespace tlsrelay::cli {
 namespace {
@@ -40,28 +41,6 @@ std::string iso_time(std::int64_t unix_ms) {
     char text[32];
     std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &utc);
     return text;
-}
-
-std::string json_string(const std::string& value) {
-    std::string text = "\"";
-    for (unsigned char c : value) {
-        switch (c) {
-        case '"': text += "\\\""; break;
-        case '\\': text += "\\\\"; break;
-        case '\n': text += "\\n"; break;
-        case '\r': text += "\\r"; break;
-        case '\t': text += "\\t"; break;
-        default:
-            if (c < 0x20) {
-                char escaped[8];
-                std::snprintf(escaped, sizeof escaped, "\\u%04x", c);
-                text += escaped;
-            } else {
-                text += static_cast<char>(c);
-            }
-        }
-    }
-    return text + "\"";
 }
 
 std::string describe_recipient(const queue::StoredMessage& message, std::size_t index) {
@@ -99,18 +78,18 @@ int list_json(const std::vector<queue::StoredMessage>& messages) {
         const auto& message = messages[m];
         const auto& envelope = message.envelope;
         text += m == 0 ? "\n" : ",\n";
-        text += "  {\"id\": " + json_string(envelope.id) + ", \"size\": " + std::to_string(message.content_size) +
-                ", \"arrival\": " + json_string(iso_time(envelope.arrival_unix_ms)) +
-                ", \"sender\": " + json_string(envelope.sender) + ", \"held\": " +
+        text += "  {\"id\": " + json::quote(envelope.id) + ", \"size\": " + std::to_string(message.content_size) +
+                ", \"arrival\": " + json::quote(iso_time(envelope.arrival_unix_ms)) +
+                ", \"sender\": " + json::quote(envelope.sender) + ", \"held\": " +
                 (message.state.held ? "true" : "false") + ", \"recipients\": [";
         for (std::size_t index = 0; index < envelope.recipients.size(); ++index) {
             const auto& state = message.state.recipients[index];
             text += index == 0 ? "" : ", ";
-            text += "{\"address\": " + json_string(envelope.recipients[index]) +
-                    ", \"status\": " + json_string(queue::to_string(state.status)) +
+            text += "{\"address\": " + json::quote(envelope.recipients[index]) +
+                    ", \"status\": " + json::quote(queue::to_string(state.status)) +
                     ", \"attempts\": " + std::to_string(state.attempts) + ", \"next_try\": " +
-                    (state.next_try_unix_ms > 0 ? json_string(iso_time(state.next_try_unix_ms)) : "null") +
-                    ", \"dsn\": " + json_string(state.dsn) + ", \"reason\": " + json_string(state.reason) + "}";
+                    (state.next_try_unix_ms > 0 ? json::quote(iso_time(state.next_try_unix_ms)) : "null") +
+                    ", \"dsn\": " + json::quote(state.dsn) + ", \"reason\": " + json::quote(state.reason) + "}";
         }
         text += "]}";
     }

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "arguments.hpp"
 #include "commands.hpp"
 #include "tlsrelay/config/config.hpp"
 #include "tlsrelay/smtpd/own_tlsa.hpp"
@@ -37,21 +38,6 @@ struct TlsaOptions {
     std::uint16_t port = 25;
     std::string config_file;
 };
-
-// A command-line mistake: one line that points to --help, exit status 2.
-class UsageError : public std::runtime_error {
-public:
-    using std::runtime_error::runtime_error;
-};
-
-std::uint16_t parse_port(const std::string& text) {
-    unsigned value = 0;
-    auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (text.empty() || error != std::errc() || end != text.data() + text.size() || value == 0 || value > 65535) {
-        throw UsageError("invalid --port \"" + text + "\": expected a TCP port from 1 to 65535");
-    }
-    return static_cast<std::uint16_t>(value);
-}
 
 TlsaOptions parse_options(const std::vector<std::string>& arguments) {
     TlsaOptions options;

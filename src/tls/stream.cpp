@@ -220,6 +220,22 @@ asio::awaitable<std::size_t> Stream::read_some(asio::mutable_buffer buffer) {
     co_return static_cast<std::size_t>(co_await run(Operation::read, buffer.data(), size));
 }
 
+bool Stream::readable_now() {
+    if (ssl_ != nullptr && wolfSSL_has_pending(static_cast<WOLFSSL*>(ssl_)) != 0) {
+        return true;
+    }
+    std::error_code error;
+    auto count = socket_.available(error);
+    // On an error the read itself reports it.
+    return error || count > 0;
+}
+
+asio::awaitable<void> Stream::wait_readable() {
+    // Returned directly rather than awaited in a coroutine of its own, so an
+    // idle session has one coroutine frame less.
+    return socket_.async_wait(asio::socket_base::wait_read, asio::use_awaitable);
+}
+
 asio::awaitable<void> Stream::write_all(asio::const_buffer buffer) {
     if (ssl_ == nullptr) {
         co_await asio::async_write(socket_, buffer, asio::use_awaitable);

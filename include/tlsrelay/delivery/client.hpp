@@ -122,9 +122,9 @@ struct AttemptResult {
 class ClientSession;
 
 // An SMTP session with one address of one host, set up as a HostPlan
-// demands (greeting, EHLO, STARTTLS and the policy verdict, SMTP AUTH) and
-// able to carry several mail transactions one after another (RFC 5321
-// section 4.1.4: a new MAIL may follow a completed transaction).
+// demands: greeting, EHLO, STARTTLS and the policy verdict, SMTP AUTH. It
+// can carry several mail transactions one after another, because RFC 5321
+// section 4.1.4 lets a new MAIL follow a completed transaction.
 class Connection {
 public:
     ~Connection();

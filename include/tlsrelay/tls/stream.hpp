@@ -59,6 +59,12 @@ public:
     // connection; SMTP frames its own data, so a missing close_notify
     // cannot truncate a message unnoticed. Other TLS failures raise TlsError.
     asio::awaitable<std::size_t> read_some(asio::mutable_buffer buffer);
+    // True when a read would find bytes without waiting for the peer: TLS
+    // input buffered by wolfSSL (decrypted or not), or bytes in the socket.
+    bool readable_now();
+    // Waits until the socket has bytes to read or the peer closed it.
+    asio::awaitable<void> wait_readable();
+
     // Under TLS, a write that failed or was cancelled makes every later
     // write raise TlsError, because its record may be half sent.
     asio::awaitable<void> write_all(asio::const_buffer buffer);
