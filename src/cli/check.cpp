@@ -27,6 +27,7 @@
 #include "tlsrelay/delivery/routing.hpp"
 #include "tlsrelay/delivery/scheduler.hpp"
 #include "tlsrelay/policy/table.hpp"
+#include "tlsrelay/smtp/command.hpp"
 #include "tlsrelay/tls/hostname.hpp"
 #include "tlsrelay/util/idna.hpp"
 #include "tlsrelay/util/log.hpp"
@@ -104,6 +105,16 @@ CheckOptions parse_options(const std::vector<std::string>& arguments) {
     }
     if (options.domain.empty()) {
         throw UsageError("missing DOMAIN");
+    }
+    // The same syntax RCPT TO accepts for a recipient's domain.
+    std::string idna_error;
+    auto a_label = to_a_label(options.domain, idna_error);
+    if (!a_label || !smtp::is_valid_mailbox("postmaster@" + *a_label)) {
+        throw UsageError("invalid DOMAIN \"" + options.domain +
+                         "\": expected a domain name such as example.org or an address literal such as [192.0.2.1]");
+    }
+    if (!options.sender.empty() && !smtp::is_valid_mailbox(options.sender)) {
+        throw UsageError("invalid --sender \"" + options.sender + "\": expected an address such as user@example.org");
     }
     return options;
 }
@@ -390,6 +401,12 @@ asio::awaitable<Report> run_check(const CheckContext& context) {
 }  // namespace
 
 int check(const std::vector<std::string>& arguments) {
+    for (const auto& argument : arguments) {
+        if (argument == "--help" || argument == "-h") {
+            std::fputs(check_usage, stdout);
+            return 0;
+        }
+    }
     CheckOptions options;
     try {
         options = parse_options(arguments);
@@ -397,7 +414,7 @@ int check(const std::vector<std::string>& arguments) {
         std::fprintf(stderr, "tlsrelay check: %s\n%s", error.what(), check_usage);
         return 2;
     }
-    log::set_min_level(options.verbose ? log::Level::info : log::Level::warning);
+    log::set_min_level(options.verbose ? log::Level::info : log::Level::error);
 
     config::Config config;
     delivery::SchedulerSettings settings;

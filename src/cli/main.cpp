@@ -25,7 +25,7 @@ const char* usage_text =
     "                        delivery counters per domain by TLS trust, with safe policy upgrades\n"
     "  tlsa [--cert FILE] [--next-cert FILE] [--host NAME] [--port N] [--config FILE]\n"
     "                        print the TLSA records to publish for the relay's certificate\n"
-    "  check DOMAIN [--level L] [--json] [--port N] [--sender ADDRESS] [--config FILE]\n"
+    "  check DOMAIN [--level L] [--json] [--port N] [--sender ADDRESS] [--verbose] [--config FILE]\n"
     "                        probe DOMAIN's mail servers as delivery would and explain the TLS\n"
     "                        verdict; sends no mail; exit 0 when delivery would succeed\n"
     "  version               print the version\n"

@@ -191,6 +191,9 @@ int run(const config::Config& config, const std::function<config::Config()>& rea
     auto servers = inbound_servers(config, io.get_executor(), auth_pool.get_executor(), disk_pool.get_executor(),
                                    server_tls, spool,
                                    [&scheduler](const queue::Envelope& envelope) { scheduler.enqueue(envelope); });
+    // The metrics listener comes before the "started" line, because failing
+    // to bind it stops the start.
+    RunObservability run_observability(io, observability, config, scheduler, servers);
     scheduler.start();
     log::info("tlsrelay " TLSRELAY_VERSION " started: myhostname=" + config.myhostname +
               ", queue_directory=" + config.queue_directory.string() +
@@ -199,8 +202,6 @@ int run(const config::Config& config, const std::function<config::Config()>& rea
     // certificate, in the background: a slow DNS never delays start-up.
     smtpd::start_own_tlsa_check(io.get_executor(), resolver,
                                 smtpd::own_tlsa_check_settings(config, server_tls != nullptr));
-
-    RunObservability run_observability(io, observability, config, scheduler, servers);
 
     // Stop in two steps: no new connections or deliveries at once, then a
     // bounded wait for running deliveries before the event loop ends.

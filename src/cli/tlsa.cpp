@@ -123,6 +123,18 @@ std::vector<tls::Der> load_chain(const std::string& file) {
     if (chain.empty()) {
         throw std::runtime_error(file + ": no certificate found (expected a \"-----BEGIN CERTIFICATE-----\" block)");
     }
+    // The records are only right for a chain in serving order: the leaf
+    // first, each certificate followed by the one that issued it. A chain
+    // in another order would give records that never match what peers see.
+    for (std::size_t i = 0; i + 1 < chain.size(); ++i) {
+        auto certificate = tls::describe_certificate(chain[i]);
+        auto issuer = tls::describe_certificate(chain[i + 1]);
+        if (certificate.issuer != issuer.subject) {
+            throw std::runtime_error(file + ": certificate " + std::to_string(i + 2) + " (" + issuer.subject +
+                                     ") did not issue certificate " + std::to_string(i + 1) + " (issuer " +
+                                     certificate.issuer + "); put the leaf first and each issuer after it");
+        }
+    }
     return chain;
 }
 

@@ -191,7 +191,16 @@ public:
         std::exception_ptr failure;
         try {
             co_await transaction(message, indices);
-            reusable_ = !closing_;
+            // A transaction that ended before the end of data (every RCPT
+            // or the DATA command rejected) is still open on the server:
+            // RSET ends it, or the session is not used again.
+            if (transaction_open_ && !closing_) {
+                transaction_open_ = false;
+                auto reply = co_await command("RSET");
+                reusable_ = reply.code == 250 && !closing_;
+            } else {
+                reusable_ = !closing_;
+            }
         } catch (const std::exception&) {
             failure = std::current_exception();
         }
@@ -355,13 +364,23 @@ private:
     // without TLS. Under implicit TLS there is no plaintext to fall back to.
     asio::awaitable<bool> establish_tls() {
         policy::TlsFacts facts;
+        std::string failure;
         try {
             deadline_->arm(options_.command_timeout);
             co_await stream_.handshake_client(*options_.tls, plan_.sni);
         } catch (const tls::TlsError& error) {
-            log::warning("TLS handshake with " + peer_ + " failed: " + error.what());
+            failure = error.what();
+        } catch (const std::system_error& error) {
+            // A server that resets the connection or goes silent after its
+            // 220 to STARTTLS failed the handshake as much as one that sends
+            // garbage, so the policy decides about a plaintext retry.
+            failure = deadline_->expired() ? "the TLS handshake timed out"
+                                           : "connection lost during the TLS handshake: " + error.code().message();
+        }
+        if (!failure.empty()) {
+            log::warning("TLS handshake with " + peer_ + " failed: " + failure);
             facts.stage = policy::TlsStage::handshake_failed;
-            facts.failure = error.what();
+            facts.failure = failure;
             auto verdict = policy::judge(plan_, facts, peer_);
             // The connection is unusable after a failed handshake, so no QUIT.
             result_.retry_without_tls = !implicit_tls_ && verdict.action == policy::Action::deliver_in_clear;
@@ -527,9 +546,15 @@ private:
         }
         auto reply = co_await command(mail);
         if (!reply.positive()) {
+            // On a reused session, a 421 means the server closed it while it
+            // sat idle, and a 503 that it still saw an earlier transaction:
+            // neither is about this message.
+            stale_ = (reply.code == 421 || reply.code == 503) && transactions_ > 0;
             finish_all(indices, reply);
             co_return;
         }
+        mail_accepted_ = true;
+        transaction_open_ = true;
 
         result_.phase = Phase::rcpt;
         std::vector<std::size_t> accepted;
@@ -566,6 +591,7 @@ private:
         co_await send_content(message);
         reply = co_await read_reply(options_.command_timeout * 2);
         finish_all(accepted, reply);
+        transaction_open_ = false;
     }
 
     static std::uint64_t content_size(const queue::StoredMessage& message) {
@@ -692,7 +718,9 @@ private:
         try {
             std::rethrow_exception(failure);
         } catch (const std::system_error& error) {
-            if (deadline_->expired()) {
+            if (deadline_->expired() && result_.phase == Phase::greeting) {
+                what = "conversation with " + peer_ + " timed out while receiving the initial server greeting";
+            } else if (deadline_->expired()) {
                 what = "conversation with " + peer_ + " timed out while sending " + phase_command(result_.phase);
             } else if (result_.phase == Phase::connect) {
                 what = "connect to " + peer_ + ": " + error.code().message();
@@ -731,7 +759,8 @@ private:
     AttemptResult result_;
     bool starttls_offered_ = false;
     bool closing_ = false;        // the server sent 421
-    bool mail_accepted_ = false;  // in the current transaction
+    bool mail_accepted_ = false;     // in the current transaction
+    bool transaction_open_ = false;  // MAIL accepted, end of data not reached
     bool reusable_ = false;
     bool stale_ = false;
     std::size_t transactions_ = 0;

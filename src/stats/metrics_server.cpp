@@ -1,12 +1,15 @@
+#include "tlsrelay/stats/metrics.hpp"
+
+#include <algorithm>
+
 #include <asio/co_spawn.hpp>
-#include <asio/ip/v6_only.hpp>
 #include <asio/detached.hpp>
+#include <asio/ip/v6_only.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 
-#include "tlsrelay/stats/metrics.hpp"
 #include "tlsrelay/util/deadline.hpp"
 #include "tlsrelay/util/log.hpp"
 
@@ -91,7 +94,10 @@ asio::awaitable<void> serve_connection(asio::ip::tcp::socket socket, std::shared
     std::string reply;
     char buffer[1024];
     for (;;) {
-        if (request.find("\r\n\r\n") != std::string::npos || request.find("\n\n") != std::string::npos) {
+        // The limit applies to the head itself, whatever the last read
+        // brought after it.
+        auto head_end = std::min(request.find("\r\n\r\n"), request.find("\n\n"));
+        if (head_end != std::string::npos && head_end <= max_request_bytes) {
             reply = answer(request, shared->render);
             break;
         }

@@ -183,6 +183,22 @@ asio::awaitable<void> Stream::handshake_client(ClientContext& context,
     start_tls(context.get());
     auto* ssl = static_cast<WOLFSSL*>(ssl_);
 
+    // RFC 6066 section 3: SNI carries host names only, never an address
+    // literal such as the next hop of "user@[192.0.2.1]".
+    std::string_view unbracketed = server_name;
+    if (unbracketed.size() >= 2 && unbracketed.front() == '[' && unbracketed.back() == ']') {
+        unbracketed = unbracketed.substr(1, unbracketed.size() - 2);
+        // RFC 5321 section 4.1.3 writes IPv6 literals as "[IPv6:...]".
+        if (unbracketed.size() > 5 && (unbracketed.substr(0, 5) == "IPv6:" || unbracketed.substr(0, 5) == "ipv6:")) {
+            unbracketed.remove_prefix(5);
+        }
+    }
+    std::error_code not_an_address;
+    asio::ip::make_address(std::string(unbracketed), not_an_address);
+    if (!not_an_address) {
+        server_name = {};
+    }
+
     if (!server_name.empty()) {
         int ret = wolfSSL_UseSNI(ssl, WOLFSSL_SNI_HOST_NAME, server_name.data(),
                                  static_cast<unsigned short>(

@@ -81,6 +81,8 @@ class TlsaCommand(LabDirectory):
         cls.rsa_cert, cls.rsa_key = cls.ca.issue("mail.example.org")
         cls.chain = cls.lab_dir / "chain.pem"
         cls.chain.write_text(Path(cls.rsa_cert).read_text() + cls.ca.cert_path.read_text())
+        cls.reversed_chain = cls.lab_dir / "reversed-chain.pem"
+        cls.reversed_chain.write_text(cls.ca.cert_path.read_text() + Path(cls.rsa_cert).read_text())
         cls.ec_cert, cls.ec_key = make_ec_self_signed(cls.lab_dir, "mail.example.org")
 
     def test_rsa_leaf_record_matches_openssl(self):
@@ -150,6 +152,7 @@ class TlsaCommand(LabDirectory):
             (["--cert", self.rsa_cert, "--host", "bad host"], 2, 'invalid host name "bad host"'),
             (["--cert"], 2, "--cert needs a value"),
             (["--bogus"], 2, 'unexpected argument "--bogus"'),
+            (["--cert", self.reversed_chain, "--host", "a.example"], 1, "did not issue certificate 1"),
         ]
         for arguments, status, message in cases:
             with self.subTest(arguments=arguments):
