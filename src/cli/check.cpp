@@ -358,6 +358,17 @@ asio::awaitable<Report> run_check(const CheckContext& context) {
     report.next_hop.host = hop ? hop->host : report.domain;
     report.next_hop.source = source;
     report.next_hop.mx_lookup = hop ? hop->mx_lookup : true;
+    // Routing sends mail for an address literal to that address, as it is.
+    std::string literal = report.domain;
+    if (literal.size() >= 2 && literal.front() == '[' && literal.back() == ']') {
+        literal = literal.substr(1, literal.size() - 2);
+    }
+    std::error_code not_an_address;
+    asio::ip::make_address(literal, not_an_address);
+    if (!hop && !not_an_address) {
+        report.next_hop.source = "address literal";
+        report.next_hop.mx_lookup = false;
+    }
     report.next_hop.port = hop && hop->port_given ? hop->port : context.settings.port;
     auto chosen = choose_policy(context, hop, report);
 

@@ -29,7 +29,7 @@ struct PolicyReport {
 
 struct NextHopReport {
     std::string host;    // the recipient domain, or the relayhost or transport host
-    std::string source;  // "MX lookup", "transport", "sender relayhost", "relayhost"
+    std::string source;  // "MX lookup", "transport", "sender relayhost", "relayhost", "address literal"
     bool mx_lookup = true;
     std::uint16_t port = 25;
 };

@@ -64,6 +64,9 @@ TlsaOptions parse_options(const std::vector<std::string>& arguments) {
         } else if (name == "--next-cert") {
             options.next_cert_file = *value;
         } else if (name == "--host") {
+            if (value->empty()) {
+                throw UsageError("--host needs a host name, such as mail.example.org");
+            }
             options.host = *value;
         } else if (name == "--port") {
             options.port = parse_port(*value);

@@ -37,6 +37,11 @@ constexpr std::uint8_t matching_sha256 = 1;
 constexpr std::size_t max_label_length = 63;
 constexpr std::size_t max_name_length = 253;
 
+std::size_t label_start_of_last(const std::string& name) {
+    auto dot = name.rfind('.');
+    return dot == std::string::npos ? 0 : dot + 1;
+}
+
 bool is_host_name(const std::string& name) {
     if (name.empty() || name.size() > max_name_length) {
         return false;
@@ -45,7 +50,8 @@ bool is_host_name(const std::string& name) {
     for (std::size_t i = 0; i <= name.size(); ++i) {
         if (i == name.size() || name[i] == '.') {
             std::size_t length = i - label_start;
-            if (length == 0 || length > max_label_length) {
+            // RFC 952 and 1123: a label neither starts nor ends with a hyphen.
+            if (length == 0 || length > max_label_length || name[label_start] == '-' || name[i - 1] == '-') {
                 return false;
             }
             label_start = i + 1;
@@ -57,7 +63,10 @@ bool is_host_name(const std::string& name) {
             return false;
         }
     }
-    return true;
+    // An address is not a host name, and TLSA records need one: the last
+    // label of a domain name is never all digits.
+    auto last_label = name.substr(label_start_of_last(name));
+    return last_label.find_first_not_of("0123456789") != std::string::npos;
 }
 
 tls::TlsaRecord spki_sha256_record(std::uint8_t usage, const tls::Der& certificate) {

@@ -169,7 +169,7 @@ DomainReport assess(const std::string& domain, const Counts& counts, const Domai
     auto tls_deferrals = counts.deferrals[static_cast<std::size_t>(Deferral::tls_required)];
     if (tls_deferrals > 0) {
         report.warnings.push_back("warning: " + domain + ": level `" + policy::to_string(policy.level) + "` (" +
-                                  policy.source + ") deferred " + plural(tls_deferrals, "recipient") +
+                                  policy.source + ") caused " + plural(tls_deferrals, "deferral") +
                                   " because the TLS it requires could not be reached; see the status=deferred "
                                   "lines with dsn=4.7.4 or 4.7.5 in the log");
     }

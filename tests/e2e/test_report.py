@@ -178,7 +178,7 @@ class ReportTest(lab.LabTestCase):
         self.assertIn(
             "verified.test: 3 messages over 30 days, all Verified → `verify` would have delivered all of them", text)
         self.assertIn("plain.test: 2 messages over 30 days, all none (no TLS)\n", text)
-        self.assertRegex(text, r"warning: strict\.test: level `verify` \(.*\) deferred 1 recipient because")
+        self.assertRegex(text, r"warning: strict\.test: level `verify` \(.*\) caused 1 deferral because")
 
         # After a restart the counters continue from the file.
         relay.start()

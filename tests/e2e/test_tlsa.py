@@ -153,6 +153,9 @@ class TlsaCommand(LabDirectory):
             (["--cert"], 2, "--cert needs a value"),
             (["--bogus"], 2, 'unexpected argument "--bogus"'),
             (["--cert", self.reversed_chain, "--host", "a.example"], 1, "did not issue certificate 1"),
+            (["--cert", self.rsa_cert, "--host", "127.0.0.1"], 2, 'invalid host name "127.0.0.1"'),
+            (["--cert", self.rsa_cert, "--host", "-x.example"], 2, 'invalid host name "-x.example"'),
+            (["--cert", self.rsa_cert, "--host", ""], 2, "--host needs a host name"),
         ]
         for arguments, status, message in cases:
             with self.subTest(arguments=arguments):

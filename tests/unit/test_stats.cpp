@@ -409,7 +409,7 @@ TEST_CASE("stats report text and json", "[stats]") {
           "  policy: secure (f.toml:3)\n"
           "  sessions: 2 Untrusted\n"
           "  deferrals: tls_required 2\n"
-          "  warning: strict.example: level `secure` (f.toml:3) deferred 2 recipients because the TLS it requires "
+          "  warning: strict.example: level `secure` (f.toml:3) caused 2 deferrals because the TLS it requires "
           "could not be reached; see the status=deferred lines with dsn=4.7.4 or 4.7.5 in the log\n");
 
     auto json = render_json(report);
