@@ -373,8 +373,8 @@ TEST_CASE("stats report warns when a strict level defers", "[stats]") {
     auto report = assess("strict.example", counts, policy, 30);
     REQUIRE(report.warnings.size() == 1);
     CHECK(report.warnings[0] ==
-          "warning: strict.example: level `verify` (/etc/tlsrelay/tlsrelay.toml:40 [[smtp.tls_policy]] #1) deferred "
-          "12 recipients because the TLS it requires could not be reached; see the status=deferred lines with "
+          "warning: strict.example: level `verify` (/etc/tlsrelay/tlsrelay.toml:40 [[smtp.tls_policy]] #1) caused "
+          "12 deferrals because the TLS it requires could not be reached; see the status=deferred lines with "
           "dsn=4.7.4 or 4.7.5 in the log");
 
     // Connection failures alone are no reason to blame the policy.
