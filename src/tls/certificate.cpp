@@ -32,18 +32,6 @@ struct X509Deleter {
 };
 using X509Pointer = std::unique_ptr<WOLFSSL_X509, X509Deleter>;
 
-std::string asn1_string_text(WOLFSSL_ASN1_STRING* value) {
-    if (value == nullptr) {
-        return {};
-    }
-    const unsigned char* data = wolfSSL_ASN1_STRING_get0_data(value);
-    int length = wolfSSL_ASN1_STRING_length(value);
-    if (data == nullptr || length <= 0) {
-        return {};
-    }
-    return std::string(reinterpret_cast<const char*>(data), static_cast<std::size_t>(length));
-}
-
 // A minimal DER reader, enough to walk to the subjectAltName extension.
 // wolfSSL 5.5.4 returns alternative names in reverse order, so the names are
 // read from the DER to keep the certificate's order.

@@ -53,16 +53,7 @@ std::string attribute_type(WOLFSSL_X509_NAME_ENTRY* entry) {
 // Returns the entry's value with control characters replaced by '?', so a
 // crafted name cannot forge lines in terminals or logs.
 std::string attribute_value(WOLFSSL_X509_NAME_ENTRY* entry) {
-    WOLFSSL_ASN1_STRING* value = wolfSSL_X509_NAME_ENTRY_get_data(entry);
-    if (value == nullptr) {
-        return {};
-    }
-    const unsigned char* data = wolfSSL_ASN1_STRING_get0_data(value);
-    int length = wolfSSL_ASN1_STRING_length(value);
-    if (data == nullptr || length <= 0) {
-        return {};
-    }
-    std::string text(reinterpret_cast<const char*>(data), static_cast<std::size_t>(length));
+    std::string text = asn1_string_text(wolfSSL_X509_NAME_ENTRY_get_data(entry));
     for (char& c : text) {
         auto byte = static_cast<unsigned char>(c);
         if (byte < 0x20 || byte == 0x7f) {

@@ -14,6 +14,19 @@
 
 namespace tlsrelay::tls {
 
+// The bytes of an ASN.1 string as they are; empty for a null or empty one.
+inline std::string asn1_string_text(WOLFSSL_ASN1_STRING* value) {
+    if (value == nullptr) {
+        return {};
+    }
+    const unsigned char* data = wolfSSL_ASN1_STRING_get0_data(value);
+    int length = wolfSSL_ASN1_STRING_length(value);
+    if (data == nullptr || length <= 0) {
+        return {};
+    }
+    return std::string(reinterpret_cast<const char*>(data), static_cast<std::size_t>(length));
+}
+
 // Owns one WOLFSSL_CTX. wolfSSL counts references from each WOLFSSL object
 // created from it, so a session may outlive the context that made it.
 class WolfContext {

@@ -71,6 +71,17 @@ def _port_is_free(host, port, udp):
     return True
 
 
+
+def delivery_pattern(recipient, status=r"\w+"):
+    """Return a regex for a delivery log line of recipient (with the given
+    status), with named groups queue_id, relay, delay, tls, dsn, status and
+    reason."""
+    return (
+        r"(?:^|\s)(?P<queue_id>[^\s:]+): to=<" + re.escape(recipient) + r">, "
+        r"relay=(?P<relay>[^,]+), delay=(?P<delay>\d+(?:\.\d+)?), tls=(?P<tls>\w+), "
+        r"dsn=(?P<dsn>\d\.\d{1,3}\.\d{1,3}), status=(?P<status>" + status + r") \((?P<reason>.*)\)\s*$"
+    )
+
 def wait_until(condition, timeout, interval=POLL_INTERVAL):
     """Call condition until it returns a true value or timeout seconds pass.
 

@@ -24,13 +24,6 @@ REJECT_ADDRESS = "127.0.0.34"
 LITERAL_ADDRESS = "127.0.0.35"
 
 
-def delivery_pattern(recipient):
-    """Return a regex for the delivery log line of recipient."""
-    return (
-        r"to=<" + re.escape(recipient) + r">, relay=(?P<relay>[^,]+), delay=[\d.]+, "
-        r"tls=(?P<tls>\w+), dsn=(?P<dsn>[\d.]+), status=(?P<status>\w+) \((?P<reason>.*)\)\s*$"
-    )
-
 
 class ResetAfterStarttlsServer:
     """SMTP server that offers STARTTLS, answers it with 220 and resets the
@@ -115,7 +108,7 @@ class ClientEdgesTest(lab.LabTestCase):
         relay = self.start_relay(port)
 
         self.send(relay, "user@reset.test", "reset")
-        line = relay.wait_for_log(delivery_pattern("user@reset.test"), DELIVERY_TIMEOUT)
+        line = relay.wait_for_log(lab.delivery_pattern("user@reset.test"), DELIVERY_TIMEOUT)
         self.assertEqual(line["status"], "sent", "level may must retry in plaintext; " + line.string)
         self.assertEqual(line["tls"], "none", line.string)
         self.assertEqual(server.starttls_resets, 1)
@@ -130,10 +123,10 @@ class ClientEdgesTest(lab.LabTestCase):
         relay = self.start_relay(port, smtp_extra=['connection_cache_time_limit = "30s"'])
 
         self.send(relay, "bad1@reject.test", "rejected")
-        line = relay.wait_for_log(delivery_pattern("bad1@reject.test"), DELIVERY_TIMEOUT)
+        line = relay.wait_for_log(lab.delivery_pattern("bad1@reject.test"), DELIVERY_TIMEOUT)
         self.assertEqual(line["status"], "bounced", line.string)
         self.send(relay, "good@reject.test", "accepted")
-        line = relay.wait_for_log(delivery_pattern("good@reject.test"), DELIVERY_TIMEOUT)
+        line = relay.wait_for_log(lab.delivery_pattern("good@reject.test"), DELIVERY_TIMEOUT)
 
         self.assertEqual(line["status"], "sent", "the next message on the session must be accepted; " + line.string)
         self.assertNotIn("503", relay.log_text())
@@ -150,7 +143,7 @@ class ClientEdgesTest(lab.LabTestCase):
 
         recipient = f"user@[{LITERAL_ADDRESS}]"
         self.send(relay, recipient, "literal")
-        line = relay.wait_for_log(delivery_pattern(recipient), DELIVERY_TIMEOUT)
+        line = relay.wait_for_log(lab.delivery_pattern(recipient), DELIVERY_TIMEOUT)
         self.assertEqual(line["status"], "sent", line.string)
 
         messages = receiver.wait_for_messages(1, DELIVERY_TIMEOUT)

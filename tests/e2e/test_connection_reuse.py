@@ -18,13 +18,6 @@ PROVIDER_HOST = "smtp.reuse-provider.test"
 DELIVERY_TIMEOUT = 30.0
 
 
-def delivery_pattern(recipient):
-    """Return a regex for the delivery log line of recipient."""
-    return (
-        r"to=<" + re.escape(recipient) + r">, relay=(?P<relay>[^,]+), delay=[\d.]+, "
-        r"tls=(?P<tls>\w+), dsn=(?P<dsn>[\d.]+), status=(?P<status>\w+) \((?P<reason>.*)\)\s*$"
-    )
-
 
 class ConnectionReuseTest(lab.LabTestCase):
     ZONES = {
@@ -50,7 +43,7 @@ class ConnectionReuseTest(lab.LabTestCase):
         data_file = lab.write_swaks_data_file(self.work_dir / f"{marker}.eml", message)
         result = lab.swaks(RELAY_ADDRESS, relay.port, SENDER, [recipient], data_file=data_file)
         self.assertEqual(result.returncode, 0, "expected swaks to succeed; " + result.describe())
-        line = relay.wait_for_log(delivery_pattern(recipient), DELIVERY_TIMEOUT)
+        line = relay.wait_for_log(lab.delivery_pattern(recipient), DELIVERY_TIMEOUT)
         self.assertEqual(line["status"], "sent", line.string)
         self.assertEqual(line["tls"], "verified", "a reused session keeps its trust level; " + line.string)
         return line

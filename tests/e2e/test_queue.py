@@ -44,14 +44,6 @@ def mx_zone(domain):
     return [f"{domain}. MX 10 mx.{domain}.", f"mx.{domain}. A {MX_ADDRESSES[domain]}"]
 
 
-def delivery_pattern(recipient, status=r"\w+"):
-    """Return a regex for a delivery log line of recipient with the given status."""
-    return (
-        r"(?:^|\s)(?P<queue_id>[^\s:]+): to=<" + recipient.replace(".", r"\.") + r">, "
-        r"relay=(?P<relay>[^,]+), delay=(?P<delay>[\d.]+), tls=(?P<tls>\w+), "
-        r"dsn=(?P<dsn>\d\.\d{1,3}\.\d{1,3}), status=(?P<status>" + status + r") \((?P<reason>.*)\)\s*$"
-    )
-
 
 def build_message(sender, recipient, subject):
     return (
@@ -121,7 +113,7 @@ class QueueTest(lab.LabTestCase):
         self.send(relay, SENDER, ["bad@queue.test", "good@queue.test"], "rejected one",
                   rcpt_options=["ORCPT=rfc822;bad@queue.test"])
 
-        bounced = relay.wait_for_log(delivery_pattern("bad@queue.test"), DELIVERY_TIMEOUT)
+        bounced = relay.wait_for_log(lab.delivery_pattern("bad@queue.test"), DELIVERY_TIMEOUT)
         self.assertEqual(bounced["status"], "bounced", bounced.group(0))
         notices = sender_mx.wait_for_messages(1, DELIVERY_TIMEOUT)
         self.assertEqual(len(notices), 1, "expected one DSN at the sender's MX")
@@ -163,7 +155,7 @@ class QueueTest(lab.LabTestCase):
 
         self.send(relay, SENDER, ["bad@queue.test"], "notify never", rcpt_options=["NOTIFY=NEVER"])
 
-        relay.wait_for_log(delivery_pattern("bad@queue.test", "bounced"), DELIVERY_TIMEOUT)
+        relay.wait_for_log(lab.delivery_pattern("bad@queue.test", "bounced"), DELIVERY_TIMEOUT)
         self.wait_for_empty_queue(relay)
         lab.wait_until(lambda: sender_mx.messages(), NO_DELIVERY_WAIT)
         self.assertEqual(sender_mx.messages(), [], "NOTIFY=NEVER must suppress the DSN")
@@ -175,7 +167,7 @@ class QueueTest(lab.LabTestCase):
 
         self.send(relay, "", ["bad@queue.test"], "null sender")
 
-        relay.wait_for_log(delivery_pattern("bad@queue.test", "bounced"), DELIVERY_TIMEOUT)
+        relay.wait_for_log(lab.delivery_pattern("bad@queue.test", "bounced"), DELIVERY_TIMEOUT)
         relay.wait_for_log(r"no non-delivery notification: the sender is the null sender", DELIVERY_TIMEOUT)
         self.wait_for_empty_queue(relay)
         lab.wait_until(lambda: sender_mx.messages(), NO_DELIVERY_WAIT)
@@ -186,7 +178,7 @@ class QueueTest(lab.LabTestCase):
 
         self.send(relay, SENDER, ["user@down.test"], "deferred first")
 
-        deferred = relay.wait_for_log(delivery_pattern("user@down.test", "deferred"), DELIVERY_TIMEOUT)
+        deferred = relay.wait_for_log(lab.delivery_pattern("user@down.test", "deferred"), DELIVERY_TIMEOUT)
         listing = self.queue_list(relay)
         self.assertEqual(len(listing), 1, listing)
         recipient = listing[0]["recipients"][0]
@@ -196,7 +188,7 @@ class QueueTest(lab.LabTestCase):
         self.assertEqual(listing[0]["sender"], SENDER)
 
         receiver = self.receiver("down.test")
-        relay.wait_for_log(delivery_pattern("user@down.test", "sent"), DELIVERY_TIMEOUT)
+        relay.wait_for_log(lab.delivery_pattern("user@down.test", "sent"), DELIVERY_TIMEOUT)
         self.assertEqual(len(receiver.wait_for_messages(1, DELIVERY_TIMEOUT)), 1)
         self.wait_for_empty_queue(relay)
         self.assertIn(deferred["queue_id"], relay.log_text())
@@ -207,7 +199,7 @@ class QueueTest(lab.LabTestCase):
 
         self.send(relay, SENDER, ["user@down.test"], "expires")
 
-        expired = relay.wait_for_log(delivery_pattern("user@down.test", "bounced"), DELIVERY_TIMEOUT)
+        expired = relay.wait_for_log(lab.delivery_pattern("user@down.test", "bounced"), DELIVERY_TIMEOUT)
         self.assertIn("expired", expired["reason"], expired.group(0))
         notices = sender_mx.wait_for_messages(1, DELIVERY_TIMEOUT)
         self.assertEqual(len(notices), 1, "expected one DSN at the sender's MX")
@@ -237,7 +229,7 @@ class QueueTest(lab.LabTestCase):
     def test_queue_commands_with_running_server(self):
         relay = self.relay()
         self.send(relay, SENDER, ["user@down.test"], "commands")
-        deferred = relay.wait_for_log(delivery_pattern("user@down.test", "deferred"), DELIVERY_TIMEOUT)
+        deferred = relay.wait_for_log(lab.delivery_pattern("user@down.test", "deferred"), DELIVERY_TIMEOUT)
         queue_id = deferred["queue_id"]
 
         text = self.queue_command(relay, "list").stdout
@@ -257,7 +249,7 @@ class QueueTest(lab.LabTestCase):
         self.assertEqual(receiver.messages(), [], "a held message must not be delivered")
 
         self.queue_command(relay, "release", queue_id)
-        relay.wait_for_log(delivery_pattern("user@down.test", "sent"), DELIVERY_TIMEOUT)
+        relay.wait_for_log(lab.delivery_pattern("user@down.test", "sent"), DELIVERY_TIMEOUT)
         self.wait_for_empty_queue(relay)
 
         missing = self.queue_command(relay, "delete", queue_id, check=False)
@@ -267,7 +259,7 @@ class QueueTest(lab.LabTestCase):
     def test_delete_with_running_server(self):
         relay = self.relay()
         self.send(relay, SENDER, ["user@down.test"], "to delete")
-        deferred = relay.wait_for_log(delivery_pattern("user@down.test", "deferred"), DELIVERY_TIMEOUT)
+        deferred = relay.wait_for_log(lab.delivery_pattern("user@down.test", "deferred"), DELIVERY_TIMEOUT)
 
         self.queue_command(relay, "delete", deferred["queue_id"])
 
@@ -279,18 +271,18 @@ class QueueTest(lab.LabTestCase):
         relay = self.relay(FAST_QUEUE.replace('minimal_backoff_time = "1s"', 'minimal_backoff_time = "60s"')
                            .replace('maximal_backoff_time = "2s"', 'maximal_backoff_time = "60s"'))
         self.send(relay, SENDER, ["first@down.test"], "first")
-        relay.wait_for_log(delivery_pattern("first@down.test", "deferred"), DELIVERY_TIMEOUT)
+        relay.wait_for_log(lab.delivery_pattern("first@down.test", "deferred"), DELIVERY_TIMEOUT)
         relay.wait_for_log(r"destination down\.test suspended for 60s", DELIVERY_TIMEOUT)
 
         self.send(relay, SENDER, ["second@down.test"], "second")
 
-        second = relay.wait_for_log(delivery_pattern("second@down.test", "deferred"), DELIVERY_TIMEOUT)
+        second = relay.wait_for_log(lab.delivery_pattern("second@down.test", "deferred"), DELIVERY_TIMEOUT)
         self.assertIn("delivery temporarily suspended", second["reason"], second.group(0))
         # A flush ends the suspension, so both go out once the MX is up.
         receiver = self.receiver("down.test")
         self.queue_command(relay, "flush")
-        relay.wait_for_log(delivery_pattern("first@down.test", "sent"), DELIVERY_TIMEOUT)
-        relay.wait_for_log(delivery_pattern("second@down.test", "sent"), DELIVERY_TIMEOUT)
+        relay.wait_for_log(lab.delivery_pattern("first@down.test", "sent"), DELIVERY_TIMEOUT)
+        relay.wait_for_log(lab.delivery_pattern("second@down.test", "sent"), DELIVERY_TIMEOUT)
         self.assertEqual(len(receiver.wait_for_messages(2, DELIVERY_TIMEOUT)), 2)
         self.wait_for_empty_queue(relay)
 
@@ -298,7 +290,7 @@ class QueueTest(lab.LabTestCase):
         relay = self.relay(FAST_QUEUE.replace('"2s"', '"60s"').replace('minimal_backoff_time = "1s"',
                                                                          'minimal_backoff_time = "60s"'))
         self.send(relay, SENDER, ["user@down.test"], "restart")
-        relay.wait_for_log(delivery_pattern("user@down.test", "deferred"), DELIVERY_TIMEOUT)
+        relay.wait_for_log(lab.delivery_pattern("user@down.test", "deferred"), DELIVERY_TIMEOUT)
         relay.stop()
 
         # Without a server the commands work on the spool directly.
@@ -310,7 +302,7 @@ class QueueTest(lab.LabTestCase):
 
         receiver = self.receiver("down.test")
         relay.start()
-        relay.wait_for_log(delivery_pattern("user@down.test", "sent"), DELIVERY_TIMEOUT)
+        relay.wait_for_log(lab.delivery_pattern("user@down.test", "sent"), DELIVERY_TIMEOUT)
         self.assertEqual(len(receiver.wait_for_messages(1, DELIVERY_TIMEOUT)), 1)
         self.wait_for_empty_queue(relay)
 

@@ -36,18 +36,6 @@ def mx_zone(domain):
     return [f"{domain}. MX 10 mx.{domain}.", f"mx.{domain}. A {MX_ADDRESSES[domain]}"]
 
 
-def delivery_pattern(recipient):
-    """Return a regex for a delivery log line of recipient, with named groups."""
-    return (
-        r"(?:^|\s)(?P<queue_id>[^\s:]+): to=<" + re.escape(recipient) + r">, "
-        r"relay=(?P<relay>[^,]+), "
-        r"delay=(?P<delay>\d+(?:\.\d+)?), "
-        r"tls=(?P<tls>\w+), "
-        r"dsn=(?P<dsn>\d\.\d{1,3}\.\d{1,3}), "
-        r"status=(?P<status>\w+) "
-        r"\((?P<reason>.*)\)\s*$"
-    )
-
 
 def tls_session_pattern(level, host, address, port):
     """Return a regex for the log line of an outbound TLS session."""
@@ -121,7 +109,7 @@ class RelayTest(lab.LabTestCase):
 
         self.assert_accepted(result)
         queue_id_in_reply = result.data_reply().split()[-1]
-        delivery = relay.wait_for_log(delivery_pattern(f"user@{domain}"), DELIVERY_TIMEOUT)
+        delivery = relay.wait_for_log(lab.delivery_pattern(f"user@{domain}"), DELIVERY_TIMEOUT)
         line = delivery.group(0)
         self.assertEqual(delivery["status"], "sent", f"expected status=sent in: {line}")
         self.assertEqual(delivery["tls"], "verified", f"expected tls=verified in: {line}")
@@ -162,7 +150,7 @@ class RelayTest(lab.LabTestCase):
         _, result = self.send_message(relay, [f"user@{domain}"], marker)
 
         self.assert_accepted(result)
-        delivery = relay.wait_for_log(delivery_pattern(f"user@{domain}"), DELIVERY_TIMEOUT)
+        delivery = relay.wait_for_log(lab.delivery_pattern(f"user@{domain}"), DELIVERY_TIMEOUT)
         line = delivery.group(0)
         self.assertEqual(delivery["status"], "deferred", f"expected status=deferred in: {line}")
         self.assertRegex(delivery["dsn"], r"^4\.", f"expected a 4.x.x dsn in: {line}")
@@ -197,7 +185,7 @@ class RelayTest(lab.LabTestCase):
         _, result = self.send_message(relay, [f"user@{domain}"], "plain")
 
         self.assert_accepted(result)
-        delivery = relay.wait_for_log(delivery_pattern(f"user@{domain}"), DELIVERY_TIMEOUT)
+        delivery = relay.wait_for_log(lab.delivery_pattern(f"user@{domain}"), DELIVERY_TIMEOUT)
         line = delivery.group(0)
         self.assertEqual(delivery["status"], "sent", f"expected status=sent in: {line}")
         self.assertEqual(delivery["tls"], "none", f"expected tls=none in: {line}")
@@ -243,11 +231,11 @@ class RelayTest(lab.LabTestCase):
         _, result = self.send_message(relay, [f"bad@{domain}", f"good@{domain}"], "bounce")
 
         self.assert_accepted(result)
-        bounced = relay.wait_for_log(delivery_pattern(f"bad@{domain}"), DELIVERY_TIMEOUT)
+        bounced = relay.wait_for_log(lab.delivery_pattern(f"bad@{domain}"), DELIVERY_TIMEOUT)
         self.assertEqual(bounced["status"], "bounced", f"expected status=bounced in: {bounced.group(0)}")
         self.assertEqual(bounced["dsn"], "5.1.1", f"expected dsn=5.1.1 in: {bounced.group(0)}")
         self.assertIn("550 5.1.1", bounced["reason"], f"expected the receiver's reply in: {bounced.group(0)}")
-        sent = relay.wait_for_log(delivery_pattern(f"good@{domain}"), DELIVERY_TIMEOUT)
+        sent = relay.wait_for_log(lab.delivery_pattern(f"good@{domain}"), DELIVERY_TIMEOUT)
         self.assertEqual(sent["status"], "sent", f"expected status=sent in: {sent.group(0)}")
         self.assertEqual(sent["queue_id"], bounced["queue_id"], "expected one queue id for both recipients")
 
@@ -266,7 +254,7 @@ class RelayTest(lab.LabTestCase):
         _, result = self.send_message(relay, [f"user@{domain}"], "a-record")
 
         self.assert_accepted(result)
-        delivery = relay.wait_for_log(delivery_pattern(f"user@{domain}"), DELIVERY_TIMEOUT)
+        delivery = relay.wait_for_log(lab.delivery_pattern(f"user@{domain}"), DELIVERY_TIMEOUT)
         line = delivery.group(0)
         self.assertEqual(delivery["status"], "sent", f"expected status=sent in: {line}")
         self.assertEqual(delivery["relay"], f"{domain}[{mx_address}]:{port}", f"unexpected relay= in: {line}")
@@ -304,7 +292,7 @@ class RelayTest(lab.LabTestCase):
             self.assertEqual(code, 250, f"expected 250 after DATA, got {code} {reply!r}")
 
         queue_id_in_reply = reply.decode("utf-8", "replace").split()[-1]
-        delivery = relay.wait_for_log(delivery_pattern(recipient), DELIVERY_TIMEOUT)
+        delivery = relay.wait_for_log(lab.delivery_pattern(recipient), DELIVERY_TIMEOUT)
         self.assertEqual(
             delivery["queue_id"], queue_id_in_reply,
             f"expected the DATA reply {reply!r} to end with the queue id of: {delivery.group(0)}",

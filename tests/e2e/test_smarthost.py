@@ -22,13 +22,6 @@ USER = "relay-user@client.test"
 PASSWORD = "Secr3t:pass-4711"
 
 
-def delivery_pattern(recipient):
-    """Return a regex for the delivery log line of recipient."""
-    return (
-        r"to=<" + re.escape(recipient) + r">, relay=(?P<relay>[^,]+), delay=[\d.]+, "
-        r"tls=(?P<tls>\w+), dsn=(?P<dsn>[\d.]+), status=(?P<status>\w+) \((?P<reason>.*)\)\s*$"
-    )
-
 
 def certificate_fingerprint(cert_path):
     """Return the SHA-256 fingerprint of the PEM certificate as "AB:CD:..."."""
@@ -100,7 +93,7 @@ class SmarthostTest(lab.LabTestCase):
         relay = self.start_smarthost_relay(relayhost, password_file, policies=[(relayhost, "verify")])
 
         self.send(relay, "someone@elsewhere.test", "plain")
-        line = relay.wait_for_log(delivery_pattern("someone@elsewhere.test"), DELIVERY_TIMEOUT)
+        line = relay.wait_for_log(lab.delivery_pattern("someone@elsewhere.test"), DELIVERY_TIMEOUT)
         self.assertEqual(line["status"], "sent", line.string)
         self.assertEqual(line["tls"], "verified", "the policy entry for the relayhost sets verify; " + line.string)
         self.assertEqual(line["relay"], f"smtp.provider.test[{PROVIDER_ADDRESS}]:{port}")
@@ -120,7 +113,7 @@ class SmarthostTest(lab.LabTestCase):
         relay = self.start_smarthost_relay(relayhost, password_file, policies=[(relayhost, "verify")])
 
         self.send(relay, "someone@elsewhere.test", "login")
-        line = relay.wait_for_log(delivery_pattern("someone@elsewhere.test"), DELIVERY_TIMEOUT)
+        line = relay.wait_for_log(lab.delivery_pattern("someone@elsewhere.test"), DELIVERY_TIMEOUT)
         self.assertEqual(line["status"], "sent", line.string)
         self.assertEqual(self.auth_log(receiver), ["LOGIN success tls=True"])
         self.assert_no_secret_in_log(relay)
@@ -134,7 +127,7 @@ class SmarthostTest(lab.LabTestCase):
                                            policies=[(relayhost, "verify")])
 
         self.send(relay, "someone@elsewhere.test", "implicit")
-        line = relay.wait_for_log(delivery_pattern("someone@elsewhere.test"), DELIVERY_TIMEOUT)
+        line = relay.wait_for_log(lab.delivery_pattern("someone@elsewhere.test"), DELIVERY_TIMEOUT)
         self.assertEqual(line["status"], "sent", line.string)
         self.assertEqual(line["tls"], "verified", line.string)
         receiver.wait_for_messages(1, DELIVERY_TIMEOUT)
@@ -154,7 +147,7 @@ class SmarthostTest(lab.LabTestCase):
                                            policies=[(relayhost, "fingerprint", [wrong_pin, pin])])
 
         self.send(relay, "someone@elsewhere.test", "pinned")
-        line = relay.wait_for_log(delivery_pattern("someone@elsewhere.test"), DELIVERY_TIMEOUT)
+        line = relay.wait_for_log(lab.delivery_pattern("someone@elsewhere.test"), DELIVERY_TIMEOUT)
         self.assertEqual(line["status"], "sent", line.string)
         self.assertEqual(line["tls"], "verified", "a matching pin counts as verified; " + line.string)
         self.assertEqual(len(receiver.wait_for_messages(1, DELIVERY_TIMEOUT)), 1)
@@ -169,7 +162,7 @@ class SmarthostTest(lab.LabTestCase):
                                            policies=[(relayhost, "fingerprint", [wrong_pin])])
 
         self.send(relay, "someone@elsewhere.test", "wrong-pin")
-        line = relay.wait_for_log(delivery_pattern("someone@elsewhere.test"), DELIVERY_TIMEOUT)
+        line = relay.wait_for_log(lab.delivery_pattern("someone@elsewhere.test"), DELIVERY_TIMEOUT)
         self.assertEqual(line["status"], "deferred", line.string)
         self.assertEqual(self.auth_log(receiver), [], "credentials must not go to a host whose pin did not match")
         self.assertEqual(receiver.messages(), [])
@@ -182,7 +175,7 @@ class SmarthostTest(lab.LabTestCase):
         relay = self.start_smarthost_relay(relayhost, password_file, policies=[(relayhost, "verify")])
 
         self.send(relay, "someone@elsewhere.test", "wrong")
-        line = relay.wait_for_log(delivery_pattern("someone@elsewhere.test"), DELIVERY_TIMEOUT)
+        line = relay.wait_for_log(lab.delivery_pattern("someone@elsewhere.test"), DELIVERY_TIMEOUT)
         self.assertEqual(line["status"], "deferred", line.string)
         self.assertTrue(line["dsn"].startswith("4."), line.string)
         self.assertIn("SMTP AUTH PLAIN failed", line["reason"])
@@ -198,7 +191,7 @@ class SmarthostTest(lab.LabTestCase):
         relay = self.start_smarthost_relay(relayhost, password_file, policies=[(relayhost, "may")])
 
         self.send(relay, "someone@elsewhere.test", "clear")
-        line = relay.wait_for_log(delivery_pattern("someone@elsewhere.test"), DELIVERY_TIMEOUT)
+        line = relay.wait_for_log(lab.delivery_pattern("someone@elsewhere.test"), DELIVERY_TIMEOUT)
         self.assertEqual(line["status"], "deferred", line.string)
         self.assertIn("not sent over a connection without TLS", line["reason"])
         self.assertEqual(self.auth_log(receiver), [])
@@ -239,8 +232,8 @@ class SmarthostTest(lab.LabTestCase):
 
         self.send(relay, "first@elsewhere.test", "default-sender")
         self.send(relay, "second@elsewhere.test", "shop-sender", sender="orders@Shop.test")
-        first = relay.wait_for_log(delivery_pattern("first@elsewhere.test"), DELIVERY_TIMEOUT)
-        second = relay.wait_for_log(delivery_pattern("second@elsewhere.test"), DELIVERY_TIMEOUT)
+        first = relay.wait_for_log(lab.delivery_pattern("first@elsewhere.test"), DELIVERY_TIMEOUT)
+        second = relay.wait_for_log(lab.delivery_pattern("second@elsewhere.test"), DELIVERY_TIMEOUT)
         self.assertEqual(first["status"], "sent", first.string)
         self.assertEqual(first["relay"], f"smtp.provider.test[{PROVIDER_ADDRESS}]:{default_port}")
         self.assertEqual(second["status"], "sent", second.string)
