@@ -429,8 +429,9 @@ int check(const std::vector<std::string>& arguments) {
 
     config::Config config;
     delivery::SchedulerSettings settings;
+    auto environment = config::process_environment();
     try {
-        config = config::load(options.config_file, config::process_environment());
+        config = config::load(options.config_file, environment);
         if (options.port) {
             config.smtp.port = *options.port;
         }
@@ -444,8 +445,13 @@ int check(const std::vector<std::string>& arguments) {
 
     asio::io_context io;
     dns::Resolver resolver(io.get_executor(), resolver_options(config));
-    CheckContext context{settings, resolver, options,
-                         std::string("[smtp] tls_security_level in ") + options.config_file + " (global default)"};
+    std::string default_origin = "[smtp] tls_security_level in " + options.config_file + " (global default)";
+    for (const auto& [name, value] : environment) {
+        if (name == "TLSRELAY_SMTP__TLS_SECURITY_LEVEL") {
+            default_origin = name + " in the environment (global default)";
+        }
+    }
+    CheckContext context{settings, resolver, options, default_origin};
     auto future = asio::co_spawn(io, run_check(context), asio::use_future);
     io.run();
 

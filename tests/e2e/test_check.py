@@ -37,16 +37,17 @@ class CheckCommand(policy_lab.PolicyLab):
         for scenario, receiver in self.receivers.items():
             self.assertEqual(receiver.messages(), [], f"{scenario}: a message arrived during check")
 
-    def run_check(self, domain, *options, config=None):
+    def run_check(self, domain, *options, config=None, extra_environment=None):
         # TLSRELAY_* variables override configuration keys, so the harness's
         # own (TLSRELAY_BIN) must not reach the command.
         environment = {name: value for name, value in os.environ.items() if not name.startswith("TLSRELAY_")}
+        environment.update(extra_environment or {})
         return lab.run_command([lab.relay_binary(), "check", domain, "--config", config or self.config, *options],
                                env=environment)
 
-    def check_json(self, domain, *options, config=None):
+    def check_json(self, domain, *options, config=None, extra_environment=None):
         """Run check --json; return (exit status, report dict)."""
-        result = self.run_check(domain, "--json", *options, config=config)
+        result = self.run_check(domain, "--json", *options, config=config, extra_environment=extra_environment)
         try:
             report = json.loads(result.stdout)
         except json.JSONDecodeError as error:
@@ -236,6 +237,13 @@ class CheckCommand(policy_lab.PolicyLab):
         self.assertEqual(status, 0)
         self.assertEqual(report["policy"]["level"], "dane-only")
         self.assertTrue(report["policy"]["origin"].endswith(" [[smtp.tls_policy]] #1"))
+
+        # A global level set by an environment variable names the variable.
+        status, report = self.check_json(SCENARIOS["correct 3 1 1"][0], config=self.config,
+                                         extra_environment={"TLSRELAY_SMTP__TLS_SECURITY_LEVEL": '"encrypt"'})
+        self.assertEqual(report["policy"]["level"], "encrypt")
+        self.assertEqual(report["policy"]["origin"],
+                         "TLSRELAY_SMTP__TLS_SECURITY_LEVEL in the environment (global default)")
 
     def test_null_mx_nxdomain_and_implicit_mx(self):
         status, report = self.check_json("nullmx." + ZONE)
