@@ -16,7 +16,7 @@ import unittest
 import lab
 import policy_lab
 from policy_lab import DEFER_REASONS, EXPECTED, LEVELS, SCENARIOS, ZONE
-from test_relay import delivery_pattern, tls_session_pattern
+from test_relay import tls_session_pattern
 
 SENDER = "sender@client.test"
 DELIVERY_TIMEOUT = 40.0
@@ -38,7 +38,7 @@ class PolicyMatrix(policy_lab.PolicyLab):
         for scenario, recipient in recipients.items():
             with self.subTest(scenario=scenario, level=level):
                 expected = EXPECTED[scenario][column]
-                match = relay.wait_for_log(delivery_pattern(recipient), DELIVERY_TIMEOUT)
+                match = relay.wait_for_log(lab.delivery_pattern(recipient), DELIVERY_TIMEOUT)
                 line = match.group(0)
                 actual = match.group("status")
                 if actual == "sent":
@@ -101,7 +101,7 @@ class PolicyMatrix(policy_lab.PolicyLab):
         relay.start()
         result = lab.swaks("127.0.0.1", relay.port, SENDER, [f"user@loop.{ZONE}"], tls=False)
         self.assertEqual(result.returncode, 0, result.describe())
-        match = relay.wait_for_log(delivery_pattern(f"user@loop.{ZONE}"), DELIVERY_TIMEOUT)
+        match = relay.wait_for_log(lab.delivery_pattern(f"user@loop.{ZONE}"), DELIVERY_TIMEOUT)
         self.assertEqual(match.group("status"), "bounced", match.group(0))
         self.assertEqual(match.group("dsn"), "5.4.6")
         self.assertEqual(match.group("reason"), f"mail for loop.{ZONE} loops back to myself")
