@@ -31,8 +31,8 @@ int report_command(const std::vector<std::string>& arguments);
 int tlsa(const std::vector<std::string>& arguments);
 
 // Probes a destination's mail servers with delivery's own routing, TLS and
-// policy code, quits before MAIL, and prints the verdict; returns 0 when
-// delivery would succeed, 1 when it would not, 2 on a usage or
+// policy code, quits before MAIL, and prints the verdict. Returns 0 when
+// delivery would succeed, 1 when it would not, and 2 on a usage or
 // configuration error.
 int check(const std::vector<std::string>& arguments);
 

@@ -604,7 +604,7 @@ public:
         }
     }
 
-    // Checks that a PEM file holds at least one certificate and that each
+    // Checks that a PEM file contains at least one certificate and that each
     // parses, so start and SIGHUP reject a file that later reads would fail on.
     void check_certificate_file(const toml::node& node, const std::string& key, const fs::path& file) const {
         if (file.empty()) {

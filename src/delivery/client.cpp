@@ -230,7 +230,9 @@ public:
     }
 
     const AttemptResult& result() const { return result_; }
-    AttemptResult take_result() { return std::move(result_); }
+    // Drops the copy of the TLS session (with the peer chain) that open()
+    // reported, so later transactions do not copy it into every result.
+    void forget_reported_tls_session() { result_.tls_session.reset(); }
     bool reusable() const { return reusable_ && !deadline_->expired(); }
     bool stale() const { return stale_; }
     const Target& target() const { return target_; }
@@ -777,6 +779,7 @@ asio::awaitable<std::unique_ptr<Connection>> Connection::open(ClientOptions opti
                                                    asio::ip::tcp::socket(executor));
     bool usable = co_await session->open(use_tls);
     result = session->result();
+    session->forget_reported_tls_session();
     if (!usable) {
         co_return nullptr;
     }

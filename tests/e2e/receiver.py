@@ -52,7 +52,7 @@ class MaildirHandler:
         with self.lock:
             number = next(self.numbers)
             # aiosmtpd makes one Session object per connection; the number
-            # tells which messages one connection carried.
+            # shows which messages one connection carried.
             if not hasattr(session, "receiver_session_number"):
                 session.receiver_session_number = next(self.session_numbers)
         metadata = {

@@ -355,6 +355,18 @@ class CheckCommand(policy_lab.PolicyLab):
         result = self.run_check("example.test", config=self.lab_dir / "missing.toml")
         self.assertEqual(result.returncode, 2)
         self.assertIn("missing.toml", result.stderr)
+        for domain in ("bad domain", "user@example.test"):
+            with self.subTest(domain=domain):
+                result = self.run_check(domain)
+                self.assertEqual(result.returncode, 2)
+                self.assertIn(f'invalid DOMAIN "{domain}"', result.stderr)
+                self.assertEqual(result.stdout, "")
+        result = self.run_check("example.test", "--sender", "not an address")
+        self.assertEqual(result.returncode, 2)
+        self.assertIn('invalid --sender "not an address"', result.stderr)
+        result = lab.run_command([lab.relay_binary(), "check", "--help"])
+        self.assertEqual(result.returncode, 0)
+        self.assertIn("usage: tlsrelay check DOMAIN", result.stdout)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Outbound edge cases: swaks -> tlsrelay -> a receiver that misbehaves.
 
-- A server that answers STARTTLS with 220 and then resets the connection
-  failed TLS; at level may the relay retries in plaintext instead of
+- A server that replies 220 to STARTTLS and then resets the connection
+  failed TLS, so at level may the relay retries in plaintext instead of
   deferring. A small in-process fake plays that server, because no real
   MTA resets on purpose.
 - Every recipient rejected on a reused session: the relay ends the open
@@ -26,8 +26,8 @@ LITERAL_ADDRESS = "127.0.0.35"
 
 
 class ResetAfterStarttlsServer:
-    """SMTP server that offers STARTTLS, answers it with 220 and resets the
-    connection; without STARTTLS it accepts one message per session."""
+    """SMTP server that offers STARTTLS, replies 220 to it and resets the
+    connection. Without STARTTLS it accepts one message per session."""
 
     def __init__(self, address, port):
         self.listener = socket.create_server((address, port))

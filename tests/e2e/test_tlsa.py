@@ -2,7 +2,7 @@
 
 The command's records are compared with digests the openssl command
 computes from the same files. For the check, NSD serves tlsa.test signed at
-test time and Unbound validates it; each relay gets a myhostname in that
+test time and Unbound validates it. Each relay gets a myhostname in that
 zone whose TLSA records match its certificate, match another one, or do
 not exist, and its log must report which.
 """

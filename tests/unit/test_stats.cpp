@@ -530,6 +530,11 @@ TEST_CASE("stats metrics server answers over HTTP", "[stats]") {
     std::string oversized = "GET /metrics HTTP/1.0\r\nX-Padding: ";
     oversized += std::string(8193 - oversized.size(), 'a');
     CHECK(http_exchange(port, oversized).starts_with("HTTP/1.0 400 Bad Request\r\n"));
+    // A complete head over the limit is rejected too, even when it arrives
+    // with its blank line in the same read.
+    std::string long_head = "GET /metrics HTTP/1.0\r\nX-Padding: ";
+    long_head += std::string(9000 - long_head.size(), 'a') + "\r\n\r\n";
+    CHECK(http_exchange(port, long_head).starts_with("HTTP/1.0 400 Bad Request\r\n"));
     CHECK(renders == 2);
 
     asio::post(io, [&server, &guard] {

@@ -86,8 +86,8 @@ OwnTlsaCheckSettings own_tlsa_check_settings(const config::Config& config, bool 
 
 // Looks up the TLSA records of each port in the background and logs one
 // line per port: a warning when records are published and the current
-// certificate matches none of them, an info line otherwise. Returns at
-// once, so start-up never waits for DNS.
+// certificate matches none of them, an info line otherwise. Returns
+// before any lookup starts, so start-up does not wait for DNS.
 void start_own_tlsa_check(asio::any_io_executor executor, dns::Resolver& resolver,
                           OwnTlsaCheckSettings settings);
 
