@@ -40,7 +40,16 @@ class MaildirHandler:
         self.session_numbers = itertools.count(1)
         self.lock = threading.Lock()
 
+    def number_session(self, session):
+        # aiosmtpd makes one Session object per connection; the number,
+        # given at the session's first RCPT, shows which messages one
+        # connection carried, rejected ones included.
+        with self.lock:
+            if not hasattr(session, "receiver_session_number"):
+                session.receiver_session_number = next(self.session_numbers)
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        self.number_session(session)
         local_part = address.rsplit("@", 1)[0]
         if self.reject_rcpt_prefix and local_part.startswith(self.reject_rcpt_prefix):
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
@@ -49,12 +58,9 @@ class MaildirHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        self.number_session(session)
         with self.lock:
             number = next(self.numbers)
-            # aiosmtpd makes one Session object per connection; the number
-            # shows which messages one connection carried.
-            if not hasattr(session, "receiver_session_number"):
-                session.receiver_session_number = next(self.session_numbers)
         metadata = {
             "session": session.receiver_session_number,
             "mail_from": envelope.mail_from,
