@@ -84,7 +84,7 @@ std::vector<std::unique_ptr<smtpd::Server>> inbound_servers(
     const config::Config& config, asio::any_io_executor executor, asio::any_io_executor auth_executor,
     asio::any_io_executor disk_executor,
     std::shared_ptr<tls::ServerContext> server_tls, queue::Spool& spool,
-    std::function<void(const queue::Envelope&)> on_queued) {
+    std::function<void(queue::StoredMessage)> on_queued) {
     std::shared_ptr<const smtpd::UserDatabase> users;
     if (!config.smtpd.auth_users_file.empty()) {
         users = std::make_shared<const smtpd::UserDatabase>(smtpd::UserDatabase::load(config.smtpd.auth_users_file));
@@ -190,7 +190,7 @@ int run(const config::Config& config, const std::function<config::Config()>& rea
     scheduler.recover();
     auto servers = inbound_servers(config, io.get_executor(), auth_pool.get_executor(), disk_pool.get_executor(),
                                    server_tls, spool,
-                                   [&scheduler](const queue::Envelope& envelope) { scheduler.enqueue(envelope); });
+                                   [&scheduler](queue::StoredMessage message) { scheduler.enqueue(std::move(message)); });
     // The metrics listener comes before the "started" line, because failing
     // to bind it stops the start.
     RunObservability run_observability(io, observability, config, scheduler, servers);

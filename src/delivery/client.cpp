@@ -530,7 +530,7 @@ private:
         }
         std::string mail = "MAIL FROM:<" + envelope.sender + ">";
         if (offers("SIZE")) {
-            mail += " SIZE=" + std::to_string(content_size(message));
+            mail += " SIZE=" + std::to_string(message.content_size);
         }
         if (envelope.eight_bit && offers("8BITMIME")) {
             mail += " BODY=8BITMIME";
@@ -596,18 +596,22 @@ private:
         transaction_open_ = false;
     }
 
-    static std::uint64_t content_size(const queue::StoredMessage& message) {
-        std::error_code error;
-        auto size = std::filesystem::file_size(message.file, error);
-        return error || size < message.content_offset ? 0 : size - message.content_offset;
-    }
-
     asio::awaitable<void> send_content(const queue::StoredMessage& message) {
-        int fd = ::open(message.file.c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-            throw std::runtime_error("cannot open queue file " + message.file.string() + ": " + std::strerror(errno));
+        // A new small message has its content in memory; otherwise the
+        // content is read from the queue file in chunks.
+        int fd = -1;
+        if (!message.content) {
+            fd = ::open(message.file.c_str(), O_RDONLY | O_CLOEXEC);
+            if (fd < 0) {
+                throw std::runtime_error("cannot open queue file " + message.file.string() + ": " +
+                                         std::strerror(errno));
+            }
         }
-        std::shared_ptr<void> closer(nullptr, [fd](void*) { ::close(fd); });
+        std::shared_ptr<void> closer(nullptr, [fd](void*) {
+            if (fd >= 0) {
+                ::close(fd);
+            }
+        });
 
         // 8-bit content for a server without 8BITMIME is converted to
         // quoted-printable as a whole (it is at most message_size_limit).
@@ -615,19 +619,30 @@ private:
         std::string whole;
 
         smtp::ContentEncoder encoder;
-        std::string chunk(content_chunk, '\0');
+        std::string chunk(message.content ? 0 : content_chunk, '\0');
         std::string out;
         off_t offset = static_cast<off_t>(message.content_offset);
+        bool memory_sent = false;
         for (;;) {
-            ssize_t count = ::pread(fd, chunk.data(), chunk.size(), offset);
-            if (count < 0) {
-                throw std::runtime_error("cannot read queue file " + message.file.string() + ": " + std::strerror(errno));
+            std::string_view bytes;
+            if (message.content) {
+                if (memory_sent) {
+                    break;
+                }
+                memory_sent = true;
+                bytes = *message.content;
+            } else {
+                ssize_t count = ::pread(fd, chunk.data(), chunk.size(), offset);
+                if (count < 0) {
+                    throw std::runtime_error("cannot read queue file " + message.file.string() + ": " +
+                                             std::strerror(errno));
+                }
+                if (count == 0) {
+                    break;
+                }
+                offset += count;
+                bytes = std::string_view(chunk.data(), static_cast<std::size_t>(count));
             }
-            if (count == 0) {
-                break;
-            }
-            offset += count;
-            std::string_view bytes(chunk.data(), static_cast<std::size_t>(count));
             if (downgrade) {
                 whole.append(bytes);
                 continue;

@@ -137,13 +137,8 @@ void Scheduler::recover() {
     }
 }
 
-void Scheduler::enqueue(const queue::Envelope& envelope) {
-    auto message = spool_.load(envelope.id);
-    if (!message) {
-        log::error(envelope.id + ": queue file vanished before delivery; it will be picked up at the next start if it reappears");
-        return;
-    }
-    add(std::move(*message));
+void Scheduler::enqueue(queue::StoredMessage message) {
+    add(std::move(message));
 }
 
 void Scheduler::start() {
@@ -480,6 +475,9 @@ asio::awaitable<void> Scheduler::deliver(std::string id) {
     } else {
         spool_work = [this, id, state = entry.message.state] { spool_.record_state(id, state); };
         entry.message.has_state_file = true;
+        // A message that stays queued gives its memory copy back; later
+        // attempts read the file.
+        entry.message.content.reset();
     }
     std::string spool_error = co_await on_disk(std::move(spool_work));
     if (!spool_error.empty()) {
@@ -689,7 +687,7 @@ bool Scheduler::queue_notice(const Entry& entry, queue::DsnAction action, const 
         writer.append(content);
         writer.commit();
         log::info(envelope.id + ": sender " + kind + " notification: " + notice.id);
-        enqueue(notice);
+        enqueue(writer.stored_message(notice));
         return true;
     } catch (const std::exception& error) {
         log::error(envelope.id + ": cannot queue the " + kind + " notification: " + error.what());

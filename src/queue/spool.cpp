@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
@@ -24,6 +25,29 @@ namespace fs = std::filesystem;
 
 constexpr std::string_view format_line = "tlsrelay-queue 1";
 constexpr std::size_t write_buffer_size = 64 * 1024;
+
+// A new message whose content fits in the write buffer keeps a copy of it
+// in memory for its first delivery attempt, so a relay that forwards mail
+// at once reads no queue file. The copies of all messages together stay
+// under this many bytes; a message past the cap is read from its file.
+constexpr std::size_t memory_copy_budget = 4 * 1024 * 1024;
+std::atomic<std::size_t> memory_copy_bytes{0};
+
+std::shared_ptr<const std::string> copy_into_memory(std::string_view content) {
+    auto size = content.size();
+    if (memory_copy_bytes.fetch_add(size) + size > memory_copy_budget) {
+        memory_copy_bytes.fetch_sub(size);
+        return nullptr;
+    }
+    return std::shared_ptr<const std::string>(new std::string(content), [size](const std::string* copy) {
+        memory_copy_bytes.fetch_sub(size);
+        delete copy;
+    });
+}
+
+// How long a folder sync waits for commits that announced themselves (see
+// FolderSync) before it starts without them.
+constexpr auto gather_limit = std::chrono::milliseconds(2);
 
 std::string errno_text(const std::string& what, const fs::path& path) {
     return what + " " + path.string() + ": " + std::strerror(errno);
@@ -231,29 +255,40 @@ std::optional<MessageState> parse_state(const std::string& text, std::size_t rec
 
 namespace {
 
-void fsync_directory(const fs::path& directory) {
-    int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) {
-        throw SpoolError(errno_text("cannot open folder", directory));
-    }
-    int result = ::fsync(fd);
-    ::close(fd);
-    if (result != 0) {
-        throw SpoolError(errno_text("cannot fsync folder", directory));
-    }
-}
-
 // Group commit of one folder's fsyncs. An fsync of a folder makes every
 // change to it that came before the fsync started durable, so a caller that
 // arrives while one runs waits for the next, and that next one covers every
-// caller that arrived meanwhile. Under load this turns one fsync per message
-// into one per batch of concurrent commits.
+// caller that arrived meanwhile. A message commit also announces itself
+// before its file fsync; a folder sync that starts while commits are
+// announced waits for them (up to gather_limit), so concurrent sessions
+// share one folder fsync instead of taking turns.
 class FolderSync {
 public:
     explicit FolderSync(fs::path directory) : directory_(std::move(directory)) {}
 
-    void sync() {
+    ~FolderSync() {
+        if (fd_ >= 0) {
+            ::close(fd_);
+        }
+    }
+
+    // Announces a sync() call to come; every announce() is followed by
+    // exactly one sync(true) or withdraw().
+    void announce() {
+        std::lock_guard lock(mutex_);
+        ++announced_;
+    }
+
+    void withdraw() {
+        std::lock_guard lock(mutex_);
+        arrive();
+    }
+
+    void sync(bool announced) {
         std::unique_lock lock(mutex_);
+        if (announced) {
+            arrive();
+        }
         std::uint64_t ticket = ++requested_;
         while (completed_ < ticket) {
             if (running_) {
@@ -261,14 +296,12 @@ public:
                 continue;
             }
             running_ = true;
+            if (announced_ > 0) {
+                gathered_.wait_for(lock, gather_limit, [this] { return announced_ == 0; });
+            }
             std::uint64_t covered = requested_;
             lock.unlock();
-            std::string error;
-            try {
-                fsync_directory(directory_);
-            } catch (const SpoolError& failure) {
-                error = failure.what();
-            }
+            std::string error = fsync_folder();
             lock.lock();
             running_ = false;
             if (!error.empty()) {
@@ -294,9 +327,37 @@ private:
         std::string message;
     };
 
+    void arrive() {
+        if (--announced_ == 0) {
+            gathered_.notify_all();
+        }
+    }
+
+    // Only the caller that set running_ gets here, so fd_ needs no lock.
+    // The folder stays open between syncs; after a failure it is opened
+    // again.
+    std::string fsync_folder() {
+        if (fd_ < 0) {
+            fd_ = ::open(directory_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            if (fd_ < 0) {
+                return errno_text("cannot open folder", directory_);
+            }
+        }
+        if (::fsync(fd_) != 0) {
+            auto error = errno_text("cannot fsync folder", directory_);
+            ::close(fd_);
+            fd_ = -1;
+            return error;
+        }
+        return {};
+    }
+
     fs::path directory_;
+    int fd_ = -1;
     std::mutex mutex_;
     std::condition_variable finished_;
+    std::condition_variable gathered_;  // announced_ reached zero
+    std::uint64_t announced_ = 0;       // commits that will call sync(true) soon
     std::uint64_t requested_ = 0;  // tickets handed out
     std::uint64_t completed_ = 0;  // every ticket up to this one is covered by a finished fsync
     bool running_ = false;
@@ -317,7 +378,7 @@ FolderSync& folder_sync_for(const fs::path& directory) {
 }  // namespace
 
 void sync_directory(const fs::path& directory) {
-    folder_sync_for(directory).sync();
+    folder_sync_for(directory).sync(false);
 }
 
 MessageWriter::MessageWriter(const Spool& spool, std::string id, int fd)
@@ -330,8 +391,11 @@ MessageWriter::MessageWriter(MessageWriter&& other) noexcept
       id_(std::move(other.id_)),
       fd_(other.fd_),
       buffer_(std::move(other.buffer_)),
+      header_size_(other.header_size_),
       content_size_(other.content_size_),
-      committed_(other.committed_) {
+      flushed_(other.flushed_),
+      committed_(other.committed_),
+      content_(std::move(other.content_)) {
     other.fd_ = -1;
     other.committed_ = true;
 }
@@ -348,9 +412,11 @@ MessageWriter::~MessageWriter() {
 void MessageWriter::append(std::string_view bytes) {
     content_size_ += bytes.size();
     if (buffer_.size() + bytes.size() > write_buffer_size) {
+        flushed_ = true;
         flush();
     }
     if (bytes.size() >= write_buffer_size) {
+        flushed_ = true;
         write_all(fd_, bytes, spool_->tmp_path(id_));
         return;
     }
@@ -365,17 +431,40 @@ void MessageWriter::flush() {
 void MessageWriter::commit() {
     auto tmp = spool_->tmp_path(id_);
     auto target = spool_->active_path(id_);
-    flush();
-    if (::fsync(fd_) != 0) {
-        throw SpoolError(errno_text("cannot fsync", tmp));
+    if (!flushed_ && buffer_.size() >= header_size_) {
+        content_ = copy_into_memory(std::string_view(buffer_).substr(header_size_));
     }
-    ::close(fd_);
-    fd_ = -1;
-    if (::rename(tmp.c_str(), target.c_str()) != 0) {
-        throw SpoolError(errno_text("cannot rename into", target));
+    flush();
+    auto& folder = folder_sync_for(target.parent_path());
+    folder.announce();
+    try {
+        if (::fsync(fd_) != 0) {
+            throw SpoolError(errno_text("cannot fsync", tmp));
+        }
+        ::close(fd_);
+        fd_ = -1;
+        if (::rename(tmp.c_str(), target.c_str()) != 0) {
+            throw SpoolError(errno_text("cannot rename into", target));
+        }
+    } catch (const SpoolError&) {
+        folder.withdraw();
+        content_.reset();
+        throw;
     }
     committed_ = true;
-    sync_directory(target.parent_path());
+    folder.sync(true);
+}
+
+StoredMessage MessageWriter::stored_message(const Envelope& envelope) const {
+    StoredMessage message;
+    message.envelope = envelope;
+    message.envelope.recipient_dsn.resize(envelope.recipients.size());
+    message.state = *parse_state("", envelope.recipients.size());
+    message.file = spool_->active_path(id_);
+    message.content_offset = header_size_;
+    message.content_size = content_size_;
+    message.content = content_;
+    return message;
 }
 
 Spool::Spool(fs::path directory) : directory_(std::move(directory)) {
@@ -400,6 +489,7 @@ MessageWriter Spool::create(const Envelope& envelope) {
     }
     MessageWriter writer(*this, envelope.id, fd);
     writer.buffer_ = serialise(envelope);
+    writer.header_size_ = writer.buffer_.size();
     return writer;
 }
 

@@ -23,11 +23,26 @@ asio::awaitable<void> LineReader::fill() {
         start_ = 0;
     }
     std::size_t used = buffer_.size();
-    if (used == 0 && !stream_.readable_now()) {
-        // An idle session keeps no read buffer while it waits for its peer,
-        // which saves 4 KiB per session when thousands are open.
-        std::string().swap(buffer_);
-        co_await stream_.wait_readable();
+    if (used == 0) {
+        buffer_.resize(read_chunk);
+        std::size_t received = 0;
+        auto ready = tls::Stream::ReadNow::ready;
+        try {
+            ready = stream_.read_now(asio::buffer(buffer_), received);
+        } catch (...) {
+            buffer_.clear();
+            throw;
+        }
+        if (ready == tls::Stream::ReadNow::done) {
+            buffer_.resize(received);
+            co_return;
+        }
+        if (ready == tls::Stream::ReadNow::would_block) {
+            // An idle session keeps no read buffer while it waits for its
+            // peer, which saves 4 KiB per session when thousands are open.
+            std::string().swap(buffer_);
+            co_await stream_.wait_readable();
+        }
     }
     buffer_.resize(used + read_chunk);
     std::size_t received = 0;

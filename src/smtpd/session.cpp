@@ -446,7 +446,7 @@ private:
                   (envelope.authenticated_user.empty() ? "" : ", sasl_username=" + envelope.authenticated_user) +
                   " (queue active)");
         if (settings_->on_queued) {
-            settings_->on_queued(envelope);
+            settings_->on_queued(incoming->writer->stored_message(envelope));
         }
         co_return smtp::make_reply(250, "2.0.0", "Ok: queued as " + id);
     }

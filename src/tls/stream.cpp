@@ -246,6 +246,26 @@ bool Stream::readable_now() {
     return error || count > 0;
 }
 
+Stream::ReadNow Stream::read_now(asio::mutable_buffer buffer, std::size_t& received) {
+    if (ssl_ != nullptr) {
+        return readable_now() ? ReadNow::ready : ReadNow::would_block;
+    }
+    // One recv() usually returns the next command. Checking first with
+    // FIONREAD would cost one more system call per line.
+    if (!socket_.non_blocking()) {
+        socket_.non_blocking(true);
+    }
+    std::error_code error;
+    received = socket_.read_some(buffer, error);
+    if (error == asio::error::would_block || error == asio::error::try_again) {
+        return ReadNow::would_block;
+    }
+    if (error) {
+        throw asio::system_error(error);
+    }
+    return ReadNow::done;
+}
+
 asio::awaitable<void> Stream::wait_readable() {
     // Returned directly rather than awaited in a coroutine of its own, so an
     // idle session has one coroutine frame less.

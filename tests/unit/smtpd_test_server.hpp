@@ -42,9 +42,9 @@ public:
         settings.connections = std::make_shared<tlsrelay::smtpd::ConnectionCounter>();
         settings.auth_executor = auth_pool_.get_executor();
         settings.disk_executor = disk_pool_.get_executor();
-        settings.on_queued = [this](const tlsrelay::queue::Envelope& envelope) {
+        settings.on_queued = [this](tlsrelay::queue::StoredMessage message) {
             std::lock_guard lock(mutex_);
-            queued_.push_back(envelope);
+            queued_.push_back(std::move(message.envelope));
         };
         if (adjust) {
             adjust(settings);

@@ -74,7 +74,7 @@ TEST_CASE("sessions clean and aborted leave no growth", "[smtpd][sessions]") {
         settings.tls = context;
         settings.protocol.tls_available = true;
         settings.connections->per_client_limit = 1000;
-        settings.on_queued = [&queued](const tlsrelay::queue::Envelope&) { ++queued; };
+        settings.on_queued = [&queued](const tlsrelay::queue::StoredMessage&) { ++queued; };
     });
 
     // Warm up caches and allocator pools, then measure over many more sessions.

@@ -70,6 +70,55 @@ TEST_CASE("spool commit moves the message into active") {
     CHECK(content == "Subject: test\r\n\r\nbody line\r\n");
 }
 
+TEST_CASE("stored message matches spool load") {
+    TempDir dir;
+    Spool spool(dir.path);
+    auto envelope = sample_envelope();
+    envelope.recipient_dsn = {RecipientDsn{"SUCCESS,FAILURE", "rfc822;bob@example.org"}};
+    envelope.dsn_ret = "HDRS";
+    const std::string body = "Subject: test\r\n\r\nbody line\r\n";
+    auto writer = spool.create(envelope);
+    writer.append(body);
+    writer.commit();
+
+    auto handed = writer.stored_message(envelope);
+    auto loaded = spool.load(envelope.id);
+    REQUIRE(loaded);
+    CHECK(handed.file == loaded->file);
+    CHECK(handed.content_offset == loaded->content_offset);
+    CHECK(handed.content_size == loaded->content_size);
+    CHECK(handed.envelope.recipients == loaded->envelope.recipients);
+    REQUIRE(handed.envelope.recipient_dsn.size() == 2);
+    CHECK(handed.envelope.recipient_dsn[0].notify == "SUCCESS,FAILURE");
+    CHECK(handed.envelope.recipient_dsn[1].notify.empty());
+    CHECK(handed.envelope.dsn_ret == loaded->envelope.dsn_ret);
+    CHECK(handed.state.recipients.size() == 2);
+    CHECK(handed.state.recipients[0].status == RecipientStatus::pending);
+    CHECK(handed.finished.empty());
+    CHECK_FALSE(handed.has_state_file);
+    REQUIRE(handed.content);
+    CHECK(*handed.content == body);
+    CHECK(*handed.content == read_file(loaded->file).substr(loaded->content_offset));
+    CHECK_FALSE(loaded->content);
+}
+
+TEST_CASE("large message has no memory copy") {
+    TempDir dir;
+    Spool spool(dir.path);
+    auto envelope = sample_envelope();
+    auto writer = spool.create(envelope);
+    std::string line(998, 'x');
+    line += "\r\n";
+    for (int i = 0; i < 100; ++i) {
+        writer.append(line);
+    }
+    writer.commit();
+    auto handed = writer.stored_message(envelope);
+    CHECK_FALSE(handed.content);
+    CHECK(handed.content_size == 100 * line.size());
+    CHECK(fs::file_size(handed.file) == handed.content_offset + handed.content_size);
+}
+
 TEST_CASE("spool writer abandoned before commit leaves nothing") {
     TempDir dir;
     Spool spool(dir.path);

@@ -105,7 +105,7 @@ public:
     // notifications a crash left unsent.
     void recover();
     // Adds a message that was just committed to the spool.
-    void enqueue(const queue::Envelope& envelope);
+    void enqueue(queue::StoredMessage message);
 
     void start();
     // Stops starting deliveries; running ones finish on their own.

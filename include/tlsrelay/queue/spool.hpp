@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <set>
 #include <stdexcept>
@@ -79,6 +80,10 @@ struct StoredMessage {
     std::uint64_t content_offset = 0;
     std::uint64_t content_size = 0;
     bool has_state_file = false;  // false until a state file was written or found
+    // The content as stored in the file, kept in memory for a small new
+    // message so its first delivery reads no file; null otherwise. The
+    // memory of all such copies is capped (see MessageWriter).
+    std::shared_ptr<const std::string> content;
 };
 
 // Formats and parses the state file text; parse returns std::nullopt for
@@ -104,6 +109,12 @@ public:
     // Makes the message durable (see the file comment); raises SpoolError.
     void commit();
 
+    // The committed message as load() would read it, with every recipient
+    // pending, so a new message goes to delivery without a file read. It
+    // carries its content in memory when the message is small and the
+    // process-wide cap on such copies allows.
+    StoredMessage stored_message(const Envelope& envelope) const;
+
 private:
     friend class Spool;
     MessageWriter(const Spool& spool, std::string id, int fd);
@@ -113,8 +124,11 @@ private:
     std::string id_;
     int fd_ = -1;
     std::string buffer_;
+    std::size_t header_size_ = 0;  // envelope bytes before the content
     std::uint64_t content_size_ = 0;
+    bool flushed_ = false;  // some bytes left buffer_ before commit()
     bool committed_ = false;
+    std::shared_ptr<const std::string> content_;  // content copy made by commit(), small messages only
 };
 
 class Spool {

@@ -43,8 +43,9 @@ struct ServerSettings {
     asio::any_io_executor disk_executor;  // where queue files are fsync'd; empty: on the event loop
     std::shared_ptr<ConnectionCounter> connections;
     queue::Spool* spool = nullptr;
-    // Called after a message is durable and before its 250 is sent.
-    std::function<void(const queue::Envelope&)> on_queued;
+    // Called after a message is durable and before its 250 is sent, with
+    // the message as the spool would load it.
+    std::function<void(queue::StoredMessage)> on_queued;
 };
 
 class Server {

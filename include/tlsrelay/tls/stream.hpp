@@ -62,6 +62,12 @@ public:
     // True when a read would find bytes without waiting for the peer: TLS
     // input buffered by wolfSSL (decrypted or not), or bytes in the socket.
     bool readable_now();
+
+    // Reads without waiting. Without TLS it returns done (with `received`
+    // set) or would_block, and raises errors as read_some does. Under TLS
+    // it reads nothing and returns would_block or ready (see readable_now).
+    enum class ReadNow { done, would_block, ready };
+    ReadNow read_now(asio::mutable_buffer buffer, std::size_t& received);
     // Waits until the socket has bytes to read or the peer closed it.
     asio::awaitable<void> wait_readable();
 
