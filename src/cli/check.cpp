@@ -233,6 +233,7 @@ asio::awaitable<ProbeReport> probe_address(const delivery::ClientOptions& client
         probe.action = result.retry_without_tls ? policy::Action::deliver_in_clear : policy::Action::next_host;
         probe.dsn = result.dsn;
         probe.reason = result.reason;
+        probe.extensions = result.plaintext_extensions;
         probe.session = result.tls_session;
         probe.starttls_offered = starttls_offered_after_failure(result, plan, target, implicit_tls);
     }

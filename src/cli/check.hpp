@@ -66,7 +66,10 @@ struct ProbeReport {
     // Unknown when the session failed before the EHLO reply or runs
     // implicit TLS.
     std::optional<bool> starttls_offered;
-    std::vector<std::string> extensions;  // of the last EHLO reply
+    // The keywords of the last EHLO reply, which came over TLS when a
+    // session was set up and in plaintext otherwise. Empty when the TLS
+    // verdict ended the session before its second EHLO.
+    std::vector<std::string> extensions;
     std::optional<tls::SessionInfo> session;
     std::vector<CertificateReport> chain;  // leaf first
     std::vector<std::string> reference_names;

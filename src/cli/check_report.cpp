@@ -133,6 +133,12 @@ void print_certificate(std::size_t depth, const CertificateReport& certificate) 
     std::printf("      SPKI SHA-256: %s\n", details.spki_sha256_hex.c_str());
 }
 
+// Returns the JSON form of a probe's verdict. A rejected host gets the
+// text report's word "rejected", not the policy's action name "next host".
+const char* json_verdict(policy::Action action) {
+    return action == policy::Action::next_host ? "rejected" : policy::to_string(action);
+}
+
 const char* action_text(const ProbeReport& probe) {
     switch (probe.action) {
     case policy::Action::deliver: return "would deliver";
@@ -375,7 +381,7 @@ void append_probe(std::string& out, const ProbeReport& probe) {
 
     object.string("trust", policy::to_string(probe.trust));
     object.string("trust_how", probe.trust_how);
-    object.string("verdict", policy::to_string(probe.action));
+    object.string("verdict", json_verdict(probe.action));
     object.string("dsn", probe.dsn);
     object.string("reason", probe.reason);
 }

@@ -333,6 +333,7 @@ private:
             co_return true;
         }
         result_.phase = Phase::starttls;
+        result_.plaintext_extensions = extensions_;
         co_await send_quit();
         co_return host_failed(verdict.dsn, verdict.reason);
     }

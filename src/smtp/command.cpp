@@ -109,6 +109,27 @@ bool is_esmtp_value(std::string_view text) {
     });
 }
 
+// Returns the position of the '>' that closes the path opened by the '<'
+// at text[0], or npos. RFC 5321 section 4.1.2 allows any printable
+// character in a quoted local part, '>' included, so a '>' inside quotes
+// or after a backslash in them does not close the path. When a quote is
+// left open, the first '>' closes the path, so the mailbox check rejects
+// the address with a reply that shows it.
+std::size_t find_path_end(std::string_view text) {
+    bool quoted = false;
+    for (std::size_t i = 1; i < text.size(); ++i) {
+        char c = text[i];
+        if (quoted && c == '\\') {
+            ++i;
+        } else if (c == '"') {
+            quoted = !quoted;
+        } else if (c == '>' && !quoted) {
+            return i;
+        }
+    }
+    return quoted ? text.find('>') : std::string_view::npos;
+}
+
 }  // namespace
 
 Command parse_command(std::string_view line) {
@@ -177,7 +198,7 @@ std::pair<std::optional<PathArgument>, std::optional<ArgumentError>> parse_path_
     if (rest.empty() || rest.front() != '<') {
         return syntax_error(expected);
     }
-    auto close = rest.find('>');
+    auto close = find_path_end(rest);
     if (close == std::string_view::npos) {
         return syntax_error(expected);
     }

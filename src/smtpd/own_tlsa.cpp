@@ -121,14 +121,41 @@ struct CheckInput {
     OwnTlsaCheckSettings settings;
     std::vector<tls::Der> current_chain;
     std::vector<tls::Der> next_chain;
+    // The [[smtpd.tls_sni]] entry that covers the host name, or an entry
+    // without a name when none does.
+    OwnTlsaSniCertificate sni;
+    std::vector<tls::Der> sni_chain;
 };
+
+// Returns the first [[smtpd.tls_sni]] entry that covers `host`, or an entry
+// without a name. Peers that use DANE send the host name by SNI (RFC 7672
+// section 8.1). The server gives them the certificate of the first entry
+// that matches it, so only that entry's certificate counts.
+OwnTlsaSniCertificate covering_sni_entry(const std::vector<OwnTlsaSniCertificate>& entries,
+                                         const std::string& host) {
+    for (const auto& entry : entries) {
+        if (tls::sni_name_matches(entry.name, host)) {
+            return entry;
+        }
+    }
+    return {};
+}
+
+// Describes the SNI entry's certificate for a log line.
+std::string describe_sni(const OwnTlsaSniCertificate& sni) {
+    return "the certificate in " + sni.cert_file + " of [[smtpd.tls_sni]] name \"" + sni.name + "\"";
+}
 
 // Logs the verdict on the records published at `owner` (without the root dot).
 void report_records(const CheckInput& input, const std::string& owner, const std::vector<tls::TlsaRecord>& records,
                     bool secure) {
     const auto& settings = input.settings;
     const std::string where = "TLSA records at " + owner;
-    std::string publish = records_to_publish(owner + ".", input.current_chain, settings.cert_file);
+    // Peers that use DANE get the SNI entry's certificate when one covers
+    // the host, so the records to publish are that certificate's.
+    std::string publish = input.sni.name.empty()
+                              ? records_to_publish(owner + ".", input.current_chain, settings.cert_file)
+                              : records_to_publish(owner + ".", input.sni_chain, input.sni.cert_file);
     // Peers use TLSA records only from a DNSSEC-signed zone (RFC 7672
     // section 2.2), and only the AD bit from a trusted resolver shows that.
     std::string consequence = secure
@@ -143,7 +170,8 @@ void report_records(const CheckInput& input, const std::string& owner, const std
         return;
     }
 
-    OwnTlsaVerdict verdict = judge_own_tlsa(records, input.current_chain, input.next_chain, settings.hostname);
+    OwnTlsaVerdict verdict =
+        judge_own_tlsa(records, input.current_chain, input.next_chain, settings.hostname, input.sni_chain);
     std::string next_file = settings.next_cert_file.empty() ? "" : " (" + settings.next_cert_file + ")";
     switch (verdict.outcome) {
     case OwnTlsaOutcome::no_usable_records:
@@ -151,6 +179,9 @@ void report_records(const CheckInput& input, const std::string& owner, const std
                   "record, so SMTP peers ignore them");
         return;
     case OwnTlsaOutcome::matches_current:
+        // NOTE: when an SNI entry covers the host, peers that use DANE get
+        // its certificate, so a match of tls_cert_file alone does not help
+        // them. This case is still reported as a match.
         if (settings.next_cert_file.empty()) {
             log::info(where + " match the current certificate in " + settings.cert_file + ": " + verdict.how);
         } else if (verdict.next_matches) {
@@ -161,6 +192,10 @@ void report_records(const CheckInput& input, const std::string& owner, const std
                       ") but not tls_next_cert_file" + next_file + "; publish its records before switching: " +
                       records_to_publish(owner + ".", input.next_chain, settings.next_cert_file));
         }
+        return;
+    case OwnTlsaOutcome::matches_sni:
+        log::info(where + " match " + describe_sni(input.sni) + ", which peers that send that name by SNI get: " +
+                  verdict.how);
         return;
     case OwnTlsaOutcome::matches_next_only:
         log::warning(where + " match tls_next_cert_file" + next_file + " but not the certificate in " +
@@ -173,6 +208,9 @@ void report_records(const CheckInput& input, const std::string& owner, const std
                                              ", and no tls_next_cert_file is set"
                                        : "match neither the certificate in " + settings.cert_file +
                                              " nor tls_next_cert_file" + next_file;
+        if (!input.sni.name.empty()) {
+            certificates += ", nor " + describe_sni(input.sni);
+        }
         log::warning(where + " (" + describe_records(records) + ") " + certificates + " (" + verdict.reason +
                      "); " + consequence + ". Publish: " + publish);
         return;
@@ -254,7 +292,7 @@ std::string tlsa_zone_line(const std::string& absolute_owner, const tls::TlsaRec
 
 OwnTlsaVerdict judge_own_tlsa(const std::vector<tls::TlsaRecord>& records,
                               const std::vector<tls::Der>& current_chain, const std::vector<tls::Der>& next_chain,
-                              const std::string& hostname) {
+                              const std::string& hostname, const std::vector<tls::Der>& sni_chain) {
     OwnTlsaVerdict verdict;
     bool usable = false;
     for (const auto& record : records) {
@@ -283,6 +321,14 @@ OwnTlsaVerdict judge_own_tlsa(const std::vector<tls::TlsaRecord>& records,
         return verdict;
     }
     verdict.reason = current.reason;
+    if (!sni_chain.empty()) {
+        tls::DaneMatch sni = tls::match_tlsa(records, sni_chain, {reference});
+        if (sni.matched) {
+            verdict.outcome = OwnTlsaOutcome::matches_sni;
+            verdict.how = sni.how;
+            return verdict;
+        }
+    }
     if (next.matched) {
         verdict.outcome = OwnTlsaOutcome::matches_next_only;
         verdict.how = next.how;
@@ -318,25 +364,36 @@ OwnTlsaCheckSettings own_tlsa_check_settings(const config::Config& config, bool 
                                  : config.smtpd.tls_cert_file.string();
     }
     settings.next_cert_file = config.smtpd.tls_next_cert_file.string();
+    if (inbound_tls) {
+        for (const auto& entry : config.smtpd.tls_sni) {
+            settings.sni_certificates.push_back({entry.name, entry.cert_file.string()});
+        }
+    }
     return settings;
 }
 
 void start_own_tlsa_check(asio::any_io_executor executor, dns::Resolver& resolver,
                           OwnTlsaCheckSettings settings) {
+    // The host name as peers look it up: A-labels, lower case, no root dot.
+    const std::string port_25_prefix = "_25._tcp.";
+    std::string host;
+    try {
+        host = absolute_tlsa_owner(settings.hostname, 25).substr(port_25_prefix.size());
+    } catch (const std::invalid_argument& error) {
+        log::warning(std::string("TLSA check skipped: myhostname: ") + error.what());
+        return;
+    }
+    host.pop_back();
+
     auto input = std::make_shared<CheckInput>();
     input->current_chain = load_chain_for_check(settings.cert_file);
     input->next_chain = load_chain_for_check(settings.next_cert_file);
+    input->sni = covering_sni_entry(settings.sni_certificates, host);
+    input->sni_chain = load_chain_for_check(input->sni.cert_file);
     input->settings = std::move(settings);
 
     for (std::uint16_t port : input->settings.ports) {
-        std::string owner;
-        try {
-            owner = absolute_tlsa_owner(input->settings.hostname, port);
-        } catch (const std::invalid_argument& error) {
-            log::warning(std::string("TLSA check skipped: myhostname: ") + error.what());
-            return;
-        }
-        owner.pop_back();
+        std::string owner = "_" + std::to_string(port) + "._tcp." + host;
 
         asio::co_spawn(executor, check_owner(resolver, input, std::move(owner)), [](std::exception_ptr failure) {
             if (!failure) {

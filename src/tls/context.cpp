@@ -128,15 +128,15 @@ std::shared_ptr<ServerContext> make_server_context(const std::string& cert_file,
     return context;
 }
 
-namespace {
-
-bool sni_matches(const std::string& pattern, std::string_view name) {
+bool sni_name_matches(std::string_view pattern, std::string_view name) {
     if (pattern.starts_with("*.")) {
         auto dot = name.find('.');
-        return dot != std::string_view::npos && dot > 0 && name.substr(dot) == std::string_view(pattern).substr(1);
+        return dot != std::string_view::npos && dot > 0 && name.substr(dot) == pattern.substr(1);
     }
     return name == pattern;
 }
+
+namespace {
 
 // Switches the session to the certificate configured for the client's SNI
 // name; without a match the default certificate stays.
@@ -152,7 +152,7 @@ int select_sni_certificate(WOLFSSL* ssl, int* /*alert*/, void* argument) {
         name.pop_back();
     }
     for (const auto& [pattern, sni_context] : context->sni_contexts) {
-        if (sni_matches(pattern, name)) {
+        if (sni_name_matches(pattern, name)) {
             wolfSSL_set_SSL_CTX(ssl, sni_context->get());
             break;
         }

@@ -3,11 +3,7 @@
 #include <cstdio>
 
 namespace tlsrelay::json {
-namespace {
 
-// The length of the valid UTF-8 sequence that starts at `text[at]`, or 0.
-// Rejects overlong forms, UTF-16 surrogates and code points above
-// U+10FFFF, as RFC 3629 section 4 requires.
 std::size_t utf8_sequence_length(std::string_view text, std::size_t at) {
     auto byte = [&](std::size_t offset) { return static_cast<unsigned char>(text[at + offset]); };
     auto continuation = [&](std::size_t offset) {
@@ -44,8 +40,6 @@ std::size_t utf8_sequence_length(std::string_view text, std::size_t at) {
     return 0;
 }
 
-}  // namespace
-
 void append_string(std::string& out, std::string_view text) {
     out += '"';
     for (std::size_t i = 0; i < text.size();) {
@@ -75,6 +69,15 @@ void append_string(std::string& out, std::string_view text) {
         if (length == 0) {
             out += "\xEF\xBF\xBD";  // U+FFFD REPLACEMENT CHARACTER
             ++i;
+            continue;
+        }
+        // C1 controls, U+0080 to U+009F, are C2 80 to C2 9F in UTF-8.
+        // Terminals act on some of them (U+009B starts a CSI sequence).
+        if (length == 2 && c == 0xC2 && static_cast<unsigned char>(text[i + 1]) < 0xA0) {
+            char escaped[8];
+            std::snprintf(escaped, sizeof escaped, "\\u%04x", static_cast<unsigned char>(text[i + 1]));
+            out += escaped;
+            i += length;
             continue;
         }
         out.append(text.substr(i, length));

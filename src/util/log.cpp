@@ -147,6 +147,46 @@ std::vector<std::pair<std::string, std::string>> message_fields(std::string_view
     return fields;
 }
 
+std::string escape_control_characters(std::string_view message) {
+    auto needs_escape = [](char c) {
+        auto byte = static_cast<unsigned char>(c);
+        return byte < 0x20 || byte >= 0x7F;
+    };
+    if (std::none_of(message.begin(), message.end(), needs_escape)) {
+        return std::string(message);
+    }
+
+    std::string out;
+    out.reserve(message.size() + 16);
+    auto append_escaped = [&out](unsigned char byte) {
+        char escaped[8];
+        std::snprintf(escaped, sizeof escaped, "\\x%02X", byte);
+        out += escaped;
+    };
+    for (std::size_t i = 0; i < message.size();) {
+        auto byte = static_cast<unsigned char>(message[i]);
+        if (byte >= 0x20 && byte < 0x7F) {
+            out += message[i];
+            ++i;
+            continue;
+        }
+        std::size_t length = byte < 0x80 ? 0 : json::utf8_sequence_length(message, i);
+        // C1 controls, U+0080 to U+009F, are C2 80 to C2 9F in UTF-8.
+        bool c1_control = length == 2 && byte == 0xC2 && static_cast<unsigned char>(message[i + 1]) < 0xA0;
+        if (length == 0 || c1_control) {
+            // A C0 control, DEL, a C1 control or a byte of invalid UTF-8,
+            // which a terminal could also read as a C1 control.
+            for (std::size_t end = i + std::max<std::size_t>(length, 1); i < end; ++i) {
+                append_escaped(static_cast<unsigned char>(message[i]));
+            }
+            continue;
+        }
+        out.append(message.substr(i, length));
+        i += length;
+    }
+    return out;
+}
+
 std::string json_line(Level level, std::string_view message, std::string_view time, long pid) {
     std::string line;
     line.reserve(message.size() * 2 + 96);
@@ -190,7 +230,10 @@ void write(Level level, std::string_view message) {
         line += std::to_string(pid);
         line += "]: ";
         line += level_prefix(level);
-        line += message;
+        // Clients choose much of what is logged (EHLO names, addresses), and
+        // a raw control character could end the line or drive the terminal
+        // that shows the log.
+        line += escape_control_characters(message);
     }
     line += '\n';
 

@@ -126,7 +126,7 @@ class CheckCommand(policy_lab.PolicyLab):
         status, report = self.check_json(domain, "--level", "verify")
         self.assertEqual(status, 1)
         probe = self.host_probe(report)
-        self.assertEqual(probe["verdict"], "next host")
+        self.assertEqual(probe["verdict"], "rejected")
         self.assertFalse(probe["ca_valid"])
         self.assertIn("expired", probe["verify_error"])
         self.assertEqual(probe["chain"][0]["not_after"], "2020-02-01T00:00:00Z")
@@ -276,13 +276,19 @@ class CheckCommand(policy_lab.PolicyLab):
         self.assertIs(probe["starttls_offered"], False)
         self.assertIsNone(probe["protocol"])
         self.assertEqual(probe["chain"], [])
+        self.assertIn("8BITMIME", probe["extensions"])
+        self.assertNotIn("STARTTLS", probe["extensions"])
         self.assertEqual(report["verdict"]["trust"], "none")
 
+        # The policy rejects the host, but the EHLO reply it judged is still listed.
         status, report = self.check_json(domain, "--level", "encrypt")
         self.assertEqual(status, 1)
         probe = self.host_probe(report)
         self.assertIs(probe["starttls_offered"], False)
         self.assertEqual(probe["dsn"], "4.7.4")
+        self.assertEqual(probe["verdict"], "rejected")
+        self.assertIn("8BITMIME", probe["extensions"])
+        self.assertNotIn("STARTTLS", probe["extensions"])
 
         # The server offers STARTTLS, so the failure came later.
         status, report = self.check_json(SCENARIOS["CA cert, wrong name"][0], "--level", "verify")
@@ -306,6 +312,8 @@ class CheckCommand(policy_lab.PolicyLab):
         self.assertEqual(retry["verdict"], "deliver")
         self.assertIsNone(retry["protocol"])
         self.assertIs(retry["starttls_offered"], True)
+        self.assertIn("STARTTLS", retry["extensions"])
+        self.assertIn("8BITMIME", retry["extensions"])
         self.assertEqual(report["verdict"], {"deliver": True, "status": "sent", "trust": "none",
                                              "relay": f"mx.{domain}[{address}]:{self.mx_port}", "dsn": "",
                                              "reason": ""})
@@ -317,6 +325,8 @@ class CheckCommand(policy_lab.PolicyLab):
         self.assertIs(probe["starttls_offered"], True)
         self.assertIsNone(probe["protocol"])
         self.assertEqual(probe["trust"], "none")
+        self.assertIn("STARTTLS", probe["extensions"])
+        self.assertIn("8BITMIME", probe["extensions"])
 
     def test_mail_loop(self):
         # The MX of loop.dane.test is 127.0.0.1, where the relay's listener is.

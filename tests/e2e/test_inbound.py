@@ -242,6 +242,53 @@ class InboundTest(lab.LabTestCase):
         message, _ = receiver.messages()[0]
         self.assertTrue(message.endswith(b"".join(chunks)), f"unexpected content: {message!r}")
 
+    def test_quoted_local_part_with_angle_bracket_is_relayed(self):
+        # RFC 5321 section 4.1.2: a quoted local part may contain '>'.
+        relay, receiver = self.start_lab_relay()
+        sender = '"a>b"@client.test'
+        recipient = f'"c>d"@{DOMAIN}'
+        with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as raw:
+            replies = raw.makefile("rb")
+            read_reply(replies)
+            raw.sendall(b"EHLO client.test\r\n")
+            read_reply(replies)
+            raw.sendall(f"MAIL FROM:<{sender}> SIZE=100\r\n".encode())
+            self.assertEqual(read_reply(replies), ["250 2.1.0 Ok"])
+            raw.sendall(f"RCPT TO:<{recipient}>\r\n".encode())
+            self.assertEqual(read_reply(replies), ["250 2.1.5 Ok"])
+            # A quote left open still gets a 501 that shows the address read.
+            raw.sendall(f'RCPT TO:<"e>f@{DOMAIN}>\r\n'.encode())
+            self.assertEqual(read_reply(replies), ['501 5.1.3 Bad address syntax <"e>'])
+            raw.sendall(b"DATA\r\n")
+            self.assertEqual(read_reply(replies)[0][:3], "354")
+            raw.sendall(b"Subject: quoted\r\n\r\nbody\r\n.\r\n")
+            self.assertRegex(read_reply(replies)[0], r"^250 2\.0\.0 Ok: queued as ")
+            raw.sendall(b"QUIT\r\n")
+            read_reply(replies)
+        self.assertTrue(receiver.wait_for_messages(1, DELIVERY_TIMEOUT), "expected the message at the receiver")
+        _, metadata = receiver.messages()[0]
+        self.assertEqual(metadata["mail_from"], sender)
+        self.assertEqual(metadata["rcpt_tos"], [recipient])
+        relay.wait_for_log(re.escape(f"to=<{recipient}>") + r".*status=sent", DELIVERY_TIMEOUT)
+
+    def test_control_characters_are_escaped_in_the_log(self):
+        relay, _ = self.start_lab_relay()
+        with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as raw:
+            replies = raw.makefile("rb")
+            read_reply(replies)
+            raw.sendall(b"EHLO client\x7f.test\r\n")
+            self.assertEqual(read_reply(replies)[-1], "250 CHUNKING")
+            raw.sendall(b"MAIL FROM:<a\x7fb\x1b[2J\xc2\x9b@client.test>\r\n")
+            self.assertEqual(read_reply(replies)[0][:10], "501 5.1.3 ")
+            raw.sendall(b"QUIT\r\n")
+            read_reply(replies)
+        line = relay.wait_for_log(r"NOQUEUE: reject: MAIL from .*", DELIVERY_TIMEOUT).group(0)
+        self.assertIn(r"MAIL FROM:<a\x7Fb\x1B[2J\xC2\x9B@client.test>", line)
+        self.assertIn(r"helo=<client\x7F.test>", line)
+        log = relay.log_path.read_bytes()
+        for raw_bytes in (b"\x7f", b"\x1b", b"\xc2\x9b"):
+            self.assertNotIn(raw_bytes, log, f"the log must not contain the raw bytes {raw_bytes!r}")
+
     def test_relay_domain_uses_its_transport(self):
         port = lab.free_port(MX_ADDRESS)
         cert, key = self.ca.issue(f"mx.{DOMAIN}")

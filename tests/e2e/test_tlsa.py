@@ -8,6 +8,7 @@ not exist, and its log must report which.
 """
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -183,10 +184,14 @@ class StartupTlsaCheck(LabDirectory):
         cls.current_cert, cls.current_key = cls.ca.issue("relay.tlsa.test", file_stem="current")
         cls.next_cert, _ = make_ec_self_signed(cls.lab_dir, "next.relay.tlsa.test")
         cls.other_cert, _ = cls.ca.issue("other.tlsa.test", file_stem="other")
+        cls.sni_cert, cls.sni_key = cls.ca.issue("sni.tlsa.test", file_stem="sni")
         current = openssl_spki_sha256(cls.current_cert)
         cls.current_digest = current
+        cls.sni_digest = openssl_spki_sha256(cls.sni_cert)
         records = [
             f"_25._tcp.match TLSA 3 1 1 {current}",
+            f"_25._tcp.sni TLSA 3 1 1 {cls.sni_digest}",
+            f"_25._tcp.sniother TLSA 3 1 1 {cls.sni_digest}",
             f"_25._tcp.mismatch TLSA 3 1 1 {openssl_spki_sha256(cls.other_cert)}",
             f"_25._tcp.rollover TLSA 3 1 1 {current}",
             f"_25._tcp.rollover TLSA 3 1 1 {openssl_spki_sha256(cls.next_cert)}",
@@ -199,10 +204,19 @@ class StartupTlsaCheck(LabDirectory):
         cls.addClassCleanup(cls.dns.stop)
         cls.dns.start()
 
-    def start_relay(self, name, next_cert=None, nameserver_port=None):
+    def start_relay(self, name, next_cert=None, nameserver_port=None, sni_name=None):
+        toml_tail = ""
+        if sni_name:
+            toml_tail = "\n".join([
+                "[[smtpd.tls_sni]]",
+                f"name = {lab.toml_string(sni_name)}",
+                f"cert_file = {lab.toml_string(self.sni_cert)}",
+                f"key_file = {lab.toml_string(self.sni_key)}",
+                "",
+            ])
         relay = lab.Relay(self.lab_dir / f"relay-{name}", lab.relay_binary(),
                           nameserver_port=nameserver_port or self.dns.port,
-                          ca_file=self.ca.cert_path, mx_port=lab.free_port())
+                          ca_file=self.ca.cert_path, mx_port=lab.free_port(), toml_tail=toml_tail)
         self.write_config(relay, f"{name}.{ZONE}", self.current_cert, self.current_key, next_cert)
         self.addCleanup(relay.stop)
         relay.start()
@@ -270,6 +284,34 @@ class StartupTlsaCheck(LabDirectory):
         match = relay.wait_for_log(r"warning: TLSA records at _25\._tcp\.mismatch\.tlsa\.test .*", CHECK_TIMEOUT)
         self.assertIn(f"match neither the certificate in {self.current_cert} nor tls_next_cert_file "
                       f"({self.next_cert})", match.group(0))
+
+    def test_sni_certificate_match_logs_info_line(self):
+        # Peers that use DANE send sni.tlsa.test by SNI and get the
+        # certificate of the wildcard entry, which the record matches.
+        relay = self.start_relay("sni", sni_name="*.tlsa.test")
+
+        relay.wait_for_log(r"TLSA records at _25\._tcp\.sni\.tlsa\.test match the certificate in "
+                           + re.escape(f'{self.sni_cert} of [[smtpd.tls_sni]] name "*.tlsa.test"')
+                           + r", which peers that send that name by SNI get: "
+                           r"DANE TLSA 3 1 1 matched the leaf certificate", CHECK_TIMEOUT)
+        self.assertEqual(self.tlsa_warnings(relay), [])
+
+    def test_sni_entry_for_another_name_does_not_count(self):
+        relay = self.start_relay("sniother", sni_name="mail.customer.test")
+
+        match = relay.wait_for_log(r"warning: TLSA records at _25\._tcp\.sniother\.tlsa\.test .*", CHECK_TIMEOUT)
+        self.assertIn(f"do not match the certificate in {self.current_cert}, and no tls_next_cert_file is set",
+                      match.group(0))
+        self.assertNotIn("tls_sni", match.group(0))
+
+    def test_sni_mismatch_names_sni_certificate(self):
+        relay = self.start_relay("mismatch", sni_name="mismatch.tlsa.test")
+
+        match = relay.wait_for_log(r"warning: TLSA records at _25\._tcp\.mismatch\.tlsa\.test .*", CHECK_TIMEOUT)
+        line = match.group(0)
+        self.assertIn(f'nor the certificate in {self.sni_cert} of [[smtpd.tls_sni]] name "mismatch.tlsa.test"', line)
+        # Peers that use DANE get the SNI certificate, so its record is the one to publish.
+        self.assertIn(f"Publish: _25._tcp.mismatch.tlsa.test. IN TLSA 3 1 1 {self.sni_digest}", line)
 
     def test_bogus_signature_no_warning(self):
         relay = self.start_relay("bogus")

@@ -7,6 +7,7 @@
 #include "tls_test_support.hpp"
 #include "tlsrelay/config/config.hpp"
 #include "tlsrelay/smtpd/own_tlsa.hpp"
+#include "tlsrelay/tls/context.hpp"
 #include "tlsrelay/tls/inspect.hpp"
 
 using namespace tlsrelay;
@@ -169,6 +170,17 @@ TEST_CASE("own TLSA check matches current or next certificate", "[tlsa]") {
         auto verdict = smtpd::judge_own_tlsa({record(3, 1, 1, spki_sha256(unrelated))}, {current}, {next}, host);
         CHECK(verdict.outcome == smtpd::OwnTlsaOutcome::matches_neither);
     }
+    SECTION("record of the SNI entry's key") {
+        auto verdict = smtpd::judge_own_tlsa({record(3, 1, 1, spki_sha256(unrelated))}, {current}, {next}, host,
+                                             {unrelated});
+        CHECK(verdict.outcome == smtpd::OwnTlsaOutcome::matches_sni);
+        CHECK(verdict.how == "DANE TLSA 3 1 1 matched the leaf certificate");
+        CHECK(verdict.reason == "no TLSA record matched the server's certificate chain");
+    }
+    SECTION("record of neither the current nor the SNI entry's key") {
+        auto verdict = smtpd::judge_own_tlsa({record(3, 1, 1, spki_sha256(next))}, {current}, {}, host, {unrelated});
+        CHECK(verdict.outcome == smtpd::OwnTlsaOutcome::matches_neither);
+    }
     SECTION("full certificate digest 3 0 1 counts too") {
         auto verdict = smtpd::judge_own_tlsa({record(3, 0, 1, tls::tlsa_association_data(current, 0, 1))},
                                              {current}, {}, host);
@@ -178,6 +190,14 @@ TEST_CASE("own TLSA check matches current or next certificate", "[tlsa]") {
         auto verdict = smtpd::judge_own_tlsa({record(1, 1, 1, spki_sha256(current))}, {current}, {}, host);
         CHECK(verdict.outcome == smtpd::OwnTlsaOutcome::no_usable_records);
     }
+}
+
+TEST_CASE("sni entry names cover the host name", "[tlsa]") {
+    CHECK(tls::sni_name_matches("mx.example.org", "mx.example.org"));
+    CHECK(tls::sni_name_matches("*.example.org", "mx.example.org"));
+    CHECK_FALSE(tls::sni_name_matches("*.example.org", "example.org"));
+    CHECK_FALSE(tls::sni_name_matches("*.example.org", "a.mx.example.org"));
+    CHECK_FALSE(tls::sni_name_matches("mail.example.org", "mx.example.org"));
 }
 
 TEST_CASE("own TLSA check of a DANE-TA record needs the host name", "[tlsa]") {

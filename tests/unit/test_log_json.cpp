@@ -121,6 +121,8 @@ TEST_CASE("json strings escape and keep UTF-8", "[log]") {
     CHECK(quote("tab\tnl\ncr\rbs\bff\f") == "\"tab\\tnl\\ncr\\rbs\\bff\\f\"");
     CHECK(quote(std::string("nul\0esc\x1b del\x7f", 13)) == "\"nul\\u0000esc\\u001b del\\u007f\"");
     CHECK(quote("Grüße 東京 📨") == "\"Grüße 東京 📨\"");
+    // C1 controls (U+0085 NEL, U+009B CSI) are escaped, but U+00A0 is not a control.
+    CHECK(quote("nel\xC2\x85 csi\xC2\x9B nbsp\xC2\xA0") == "\"nel\\u0085 csi\\u009b nbsp\xC2\xA0\"");
 
     const std::string replacement = "\xEF\xBF\xBD";
     CHECK(quote("bad \xFF byte") == "\"bad " + replacement + " byte\"");
@@ -152,6 +154,31 @@ TEST_CASE("log writes text or json lines", "[log]") {
           "\",\"level\":\"info\",\"program\":\"tlsrelay\",\"pid\":" + pid +
               ",\"message\":\"ABCDEF0123: to=<a@example.org>, status=sent (250 ok)\",\"queue_id\":\"ABCDEF0123\","
               "\"to\":\"a@example.org\",\"status\":\"sent\",\"reason\":\"250 ok\"}\n");
+}
+
+TEST_CASE("log text escapes control characters", "[log]") {
+    using tlsrelay::log::escape_control_characters;
+    CHECK(escape_control_characters("helo=<client.example>") == "helo=<client.example>");
+    CHECK(escape_control_characters("del\x7F") == "del\\x7F");
+    const char with_nul[] = "nul\0 tab\t cr\r lf\n esc\x1b[31m";
+    CHECK(escape_control_characters(std::string(with_nul, sizeof with_nul - 1)) ==
+          "nul\\x00 tab\\x09 cr\\x0D lf\\x0A esc\\x1B[31m");
+    CHECK(escape_control_characters("\x1f\x20\x7e\x7f") == "\\x1F ~\\x7F");
+
+    // C1 controls in UTF-8 and bytes that are not valid UTF-8 are escaped
+    // byte by byte. Other UTF-8 and backslashes stay as they are.
+    CHECK(escape_control_characters("nel\xC2\x85 csi\xC2\x9B nbsp\xC2\xA0") ==
+          "nel\\xC2\\x85 csi\\xC2\\x9B nbsp\xC2\xA0");
+    CHECK(escape_control_characters("raw csi \x9B, latin-1 caf\xE9") == "raw csi \\x9B, latin-1 caf\\xE9");
+    CHECK(escape_control_characters("j\xC3\xB6rg@\xE6\x9D\xB1\xE4\xBA\xAC.example") ==
+          "j\xC3\xB6rg@\xE6\x9D\xB1\xE4\xBA\xAC.example");
+    CHECK(escape_control_characters("quoted \"a\\\"b\"@example.org") == "quoted \"a\\\"b\"@example.org");
+
+    // write() applies it to every text line.
+    auto text = capture_stderr([] { tlsrelay::log::info("connect from x\x7Fy\r\nforged line"); });
+    REQUIRE(text.size() > timestamp_length);
+    CHECK(text.substr(timestamp_length) ==
+          " tlsrelay[" + std::to_string(::getpid()) + "]: connect from x\\x7Fy\\x0D\\x0Aforged line\n");
 }
 
 TEST_CASE("log counts error lines", "[log]") {

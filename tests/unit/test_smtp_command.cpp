@@ -77,6 +77,45 @@ TEST_CASE("path argument rejects bad syntax") {
     }
 }
 
+TEST_CASE("path argument with '>' in a quoted local part") {
+    // RFC 5321 section 4.1.2: a quoted string may contain any printable
+    // character, so the '>' inside the quotes does not end the path.
+    auto [path, error] = parse_path_argument("FROM:<\"a>b\"@example.org> SIZE=10", "FROM");
+    REQUIRE(path);
+    CHECK_FALSE(error);
+    CHECK(path->address == "\"a>b\"@example.org");
+    REQUIRE(path->parameters.size() == 1);
+    CHECK(path->parameters[0].keyword == "SIZE");
+
+    auto [escaped, escaped_error] = parse_path_argument("TO:<\"x\\\">y<\"@example.org>", "TO");
+    REQUIRE(escaped);
+    CHECK_FALSE(escaped_error);
+    CHECK(escaped->address == "\"x\\\">y<\"@example.org");
+
+    // A quote left open ends the path at the first '>', and the reply
+    // names what was read as the address.
+    auto [unbalanced, unbalanced_error] = parse_path_argument("FROM:<\"a>b@example.org>", "FROM");
+    CHECK_FALSE(unbalanced);
+    REQUIRE(unbalanced_error);
+    CHECK(unbalanced_error->code == 501);
+    CHECK(unbalanced_error->enhanced == "5.1.3");
+    CHECK(unbalanced_error->text == "Bad address syntax <\"a>");
+
+    // Without quotes, the first '>' ends the path.
+    auto [outside, outside_error] = parse_path_argument("FROM:<a>b@example.org>", "FROM");
+    CHECK_FALSE(outside);
+    REQUIRE(outside_error);
+    CHECK(outside_error->code == 501);
+    CHECK(outside_error->text == "Bad address syntax <a>");
+
+    // A path whose only '>' is inside the quotes is not closed.
+    auto [unclosed, unclosed_error] = parse_path_argument("TO:<\"a>b\"@example.org", "TO");
+    CHECK_FALSE(unclosed);
+    REQUIRE(unclosed_error);
+    CHECK(unclosed_error->code == 501);
+    CHECK(unclosed_error->text == "Syntax: RCPT TO:<address>");
+}
+
 TEST_CASE("path argument parameters are parsed") {
     auto [path, error] = parse_path_argument("FROM:<a@b.example> size=1000  BODY=8BITMIME", "FROM");
     REQUIRE(path);

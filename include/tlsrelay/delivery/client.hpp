@@ -117,6 +117,10 @@ struct AttemptResult {
     // Set when a TLS handshake completed, also when the policy then rejected
     // the peer, so `tlsrelay check` can show the chain it judged.
     std::optional<tls::SessionInfo> tls_session;
+    // The EHLO keywords of a session that stayed in plaintext and that the
+    // policy then rejected, so `tlsrelay check` can show what the server
+    // offered. Empty in every other case.
+    std::vector<std::string> plaintext_extensions;
 };
 
 class ClientSession;

@@ -51,6 +51,7 @@ std::string tlsa_zone_line(const std::string& absolute_owner, const tls::TlsaRec
 enum class OwnTlsaOutcome {
     no_usable_records,  // none is DANE-TA(2) or DANE-EE(3): SMTP peers ignore the set
     matches_current,    // the certificate the relay serves matches
+    matches_sni,        // the certificate of the [[smtpd.tls_sni]] entry that covers the host matches
     matches_next_only,  // only tls_next_cert_file matches: peers that use DANE fail now
     matches_neither,
 };
@@ -62,18 +63,28 @@ struct OwnTlsaVerdict {
     std::string reason;         // why the current certificate did not match
 };
 
-// Compares `records` with the current chain and the next one (empty: no
-// next certificate) as a peer that uses DANE would, with `hostname` as the
-// reference identifier that DANE-TA records need (RFC 7672 section 3.2.2).
+// Compares `records` with the current chain, the chain of the SNI entry
+// that covers `hostname` and the next chain, as a peer that uses DANE
+// would. Each chain is empty when there is none. `hostname` is the
+// reference identifier that DANE-TA records need (RFC 7672 section
+// 3.2.2). The outcome names the first of the three chains that matches.
 OwnTlsaVerdict judge_own_tlsa(const std::vector<tls::TlsaRecord>& records,
                               const std::vector<tls::Der>& current_chain,
-                              const std::vector<tls::Der>& next_chain, const std::string& hostname);
+                              const std::vector<tls::Der>& next_chain, const std::string& hostname,
+                              const std::vector<tls::Der>& sni_chain = {});
+
+// A [[smtpd.tls_sni]] entry as the check reads it.
+struct OwnTlsaSniCertificate {
+    std::string name;       // lower case; "*.example.com" covers exactly one more label
+    std::string cert_file;
+};
 
 struct OwnTlsaCheckSettings {
     std::string hostname;               // myhostname
     std::vector<std::uint16_t> ports;   // one lookup of _<port>._tcp.<hostname> each
     std::string cert_file;              // the served chain; empty when STARTTLS is off
     std::string next_cert_file;         // tls_next_cert_file; empty: none
+    std::vector<OwnTlsaSniCertificate> sni_certificates;  // in configuration order; empty when STARTTLS is off
     std::chrono::milliseconds timeout{5000};  // per lookup, over all nameservers and retries
 };
 
@@ -81,7 +92,8 @@ struct OwnTlsaCheckSettings {
 // each listener's port, because peers deliver to port 25 even when the
 // relay listens on another port behind a port mapping. The certificate is
 // tls_cert_file or the generated self-signed one, and none when
-// `inbound_tls` is false.
+// `inbound_tls` is false; the [[smtpd.tls_sni]] entries are left out then
+// too.
 OwnTlsaCheckSettings own_tlsa_check_settings(const config::Config& config, bool inbound_tls);
 
 // Looks up the TLSA records of each port in the background and logs one

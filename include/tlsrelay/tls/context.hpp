@@ -6,6 +6,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace tlsrelay::tls {
@@ -31,6 +32,11 @@ struct SniCertificate {
     std::string cert_file;
     std::string key_file;
 };
+
+// True when the SNI entry `pattern` selects its certificate for the server
+// name `name` (lower case, without a trailing dot): an equal name, or for
+// "*.example.com" a name with exactly one more label.
+bool sni_name_matches(std::string_view pattern, std::string_view name);
 
 struct ServerContextOptions {
     std::string cert_file;  // the default certificate, when no SNI entry matches

@@ -37,6 +37,13 @@ std::uint64_t error_count();
 // not a pair, so other messages give at most a queue id.
 std::vector<std::pair<std::string, std::string>> message_fields(std::string_view message);
 
+// Returns `message` as the text format writes it. Each byte of a control
+// character (C0, DEL, or a C1 control U+0080 to U+009F in UTF-8) and each
+// byte that is not part of valid UTF-8 becomes "\xNN", with two upper-case
+// hex digits. Everything else is kept, valid UTF-8 and backslashes
+// included, so one message stays one line.
+std::string escape_control_characters(std::string_view message);
+
 // One JSON log line without its newline: "time", "level", "program", "pid",
 // "message", then message_fields(message), all values strings except pid.
 std::string json_line(Level level, std::string_view message, std::string_view time, long pid);
