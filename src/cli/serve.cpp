@@ -18,6 +18,7 @@
 #include "tlsrelay/delivery/scheduler.hpp"
 #include "tlsrelay/dns/resolver.hpp"
 #include "tlsrelay/queue/control.hpp"
+#include "tlsrelay/queue/committer.hpp"
 #include "tlsrelay/queue/spool.hpp"
 #include "tlsrelay/smtpd/own_tlsa.hpp"
 #include "tlsrelay/smtpd/server.hpp"
@@ -83,7 +84,7 @@ std::shared_ptr<tls::ServerContext> inbound_tls(const config::Config& config) {
 std::vector<std::unique_ptr<smtpd::Server>> inbound_servers(
     const config::Config& config, asio::any_io_executor executor, asio::any_io_executor auth_executor,
     asio::any_io_executor disk_executor,
-    std::shared_ptr<tls::ServerContext> server_tls, queue::Spool& spool,
+    std::shared_ptr<tls::ServerContext> server_tls, queue::Spool& spool, queue::Committer& committer,
     std::function<void(queue::StoredMessage)> on_queued) {
     std::shared_ptr<const smtpd::UserDatabase> users;
     if (!config.smtpd.auth_users_file.empty()) {
@@ -116,6 +117,7 @@ std::vector<std::unique_ptr<smtpd::Server>> inbound_servers(
     base.disk_executor = disk_executor;
     base.connections = connections;
     base.spool = &spool;
+    base.committer = &committer;
     base.on_queued = std::move(on_queued);
 
     std::vector<std::unique_ptr<smtpd::Server>> servers;
@@ -180,16 +182,20 @@ int run(const config::Config& config, const std::function<config::Config()>& rea
     dns::Resolver resolver(io.get_executor(), resolver_options(config));
 
     asio::thread_pool auth_pool(1);
-    // fsync waits on the disk, not the CPU, so several run at once.
-    asio::thread_pool disk_pool(8);
+    // fsync waits on the disk, not the CPU, so several run at once. New
+    // messages and removals go through the committer's batches, and the
+    // disk pool runs the state writes after a deferral.
+    asio::thread_pool disk_pool(4);
+    queue::Committer committer(spool, 4);
 
     auto settings = scheduler_settings(config, client_tls);
     settings.recorder = observability.recorder;
     settings.disk_executor = disk_pool.get_executor();
+    settings.committer = &committer;
     delivery::Scheduler scheduler(io.get_executor(), spool, resolver, std::move(settings));
     scheduler.recover();
     auto servers = inbound_servers(config, io.get_executor(), auth_pool.get_executor(), disk_pool.get_executor(),
-                                   server_tls, spool,
+                                   server_tls, spool, committer,
                                    [&scheduler](queue::StoredMessage message) { scheduler.enqueue(std::move(message)); });
     // The metrics listener comes before the "started" line, because failing
     // to bind it stops the start.

@@ -12,6 +12,7 @@
 #include <asio/use_awaitable.hpp>
 
 #include "tlsrelay/delivery/routing.hpp"
+#include "tlsrelay/queue/committer.hpp"
 #include "tlsrelay/queue/control.hpp"
 #include "tlsrelay/queue/schedule.hpp"
 #include "tlsrelay/smtp/command.hpp"
@@ -479,7 +480,12 @@ asio::awaitable<void> Scheduler::deliver(std::string id) {
         // attempts read the file.
         entry.message.content.reset();
     }
-    std::string spool_error = co_await on_disk(std::move(spool_work));
+    std::string spool_error;
+    if (all_sent && settings_.committer) {
+        spool_error = co_await queue::async_remove(*settings_.committer, id, entry.message.has_state_file);
+    } else {
+        spool_error = co_await on_disk(std::move(spool_work));
+    }
     if (!spool_error.empty()) {
         log::error(id + ": cannot update queue file: " + spool_error);
     } else if (all_sent) {

@@ -45,10 +45,6 @@ std::shared_ptr<const std::string> copy_into_memory(std::string_view content) {
     });
 }
 
-// How long a folder sync waits for commits that announced themselves (see
-// FolderSync) before it starts without them.
-constexpr auto gather_limit = std::chrono::milliseconds(2);
-
 std::string errno_text(const std::string& what, const fs::path& path) {
     return what + " " + path.string() + ": " + std::strerror(errno);
 }
@@ -258,10 +254,8 @@ namespace {
 // Group commit of one folder's fsyncs. An fsync of a folder makes every
 // change to it that came before the fsync started durable, so a caller that
 // arrives while one runs waits for the next, and that next one covers every
-// caller that arrived meanwhile. A message commit also announces itself
-// before its file fsync; a folder sync that starts while commits are
-// announced waits for them (up to gather_limit), so concurrent sessions
-// share one folder fsync instead of taking turns.
+// caller that arrived meanwhile. Under load this turns one fsync per
+// message into one per batch of concurrent commits.
 class FolderSync {
 public:
     explicit FolderSync(fs::path directory) : directory_(std::move(directory)) {}
@@ -272,23 +266,8 @@ public:
         }
     }
 
-    // Announces a sync() call to come; every announce() is followed by
-    // exactly one sync(true) or withdraw().
-    void announce() {
-        std::lock_guard lock(mutex_);
-        ++announced_;
-    }
-
-    void withdraw() {
-        std::lock_guard lock(mutex_);
-        arrive();
-    }
-
-    void sync(bool announced) {
+    void sync() {
         std::unique_lock lock(mutex_);
-        if (announced) {
-            arrive();
-        }
         std::uint64_t ticket = ++requested_;
         while (completed_ < ticket) {
             if (running_) {
@@ -296,9 +275,6 @@ public:
                 continue;
             }
             running_ = true;
-            if (announced_ > 0) {
-                gathered_.wait_for(lock, gather_limit, [this] { return announced_ == 0; });
-            }
             std::uint64_t covered = requested_;
             lock.unlock();
             std::string error = fsync_folder();
@@ -327,12 +303,6 @@ private:
         std::string message;
     };
 
-    void arrive() {
-        if (--announced_ == 0) {
-            gathered_.notify_all();
-        }
-    }
-
     // Only the caller that set running_ gets here, so fd_ needs no lock.
     // The folder stays open between syncs; after a failure it is opened
     // again.
@@ -356,8 +326,6 @@ private:
     int fd_ = -1;
     std::mutex mutex_;
     std::condition_variable finished_;
-    std::condition_variable gathered_;  // announced_ reached zero
-    std::uint64_t announced_ = 0;       // commits that will call sync(true) soon
     std::uint64_t requested_ = 0;  // tickets handed out
     std::uint64_t completed_ = 0;  // every ticket up to this one is covered by a finished fsync
     bool running_ = false;
@@ -378,11 +346,11 @@ FolderSync& folder_sync_for(const fs::path& directory) {
 }  // namespace
 
 void sync_directory(const fs::path& directory) {
-    folder_sync_for(directory).sync(false);
+    folder_sync_for(directory).sync();
 }
 
-MessageWriter::MessageWriter(const Spool& spool, std::string id, int fd)
-    : spool_(&spool), id_(std::move(id)), fd_(fd) {
+MessageWriter::MessageWriter(const Spool& spool, std::string id, int fd, fs::path tmp)
+    : spool_(&spool), id_(std::move(id)), fd_(fd), tmp_(std::move(tmp)) {
     buffer_.reserve(write_buffer_size);
 }
 
@@ -390,6 +358,7 @@ MessageWriter::MessageWriter(MessageWriter&& other) noexcept
     : spool_(other.spool_),
       id_(std::move(other.id_)),
       fd_(other.fd_),
+      tmp_(std::move(other.tmp_)),
       buffer_(std::move(other.buffer_)),
       header_size_(other.header_size_),
       content_size_(other.content_size_),
@@ -405,7 +374,7 @@ MessageWriter::~MessageWriter() {
         ::close(fd_);
     }
     if (!committed_) {
-        ::unlink(spool_->tmp_path(id_).c_str());
+        ::unlink(tmp_.c_str());
     }
 }
 
@@ -417,42 +386,47 @@ void MessageWriter::append(std::string_view bytes) {
     }
     if (bytes.size() >= write_buffer_size) {
         flushed_ = true;
-        write_all(fd_, bytes, spool_->tmp_path(id_));
+        write_all(fd_, bytes, tmp_);
         return;
     }
     buffer_.append(bytes);
 }
 
 void MessageWriter::flush() {
-    write_all(fd_, buffer_, spool_->tmp_path(id_));
+    write_all(fd_, buffer_, tmp_);
     buffer_.clear();
 }
 
 void MessageWriter::commit() {
-    auto tmp = spool_->tmp_path(id_);
-    auto target = spool_->active_path(id_);
+    write_out();
+    make_durable();
+    sync_directory(spool_->active_path(id_).parent_path());
+}
+
+void MessageWriter::write_out() {
     if (!flushed_ && buffer_.size() >= header_size_) {
         content_ = copy_into_memory(std::string_view(buffer_).substr(header_size_));
     }
+    flushed_ = true;
     flush();
-    auto& folder = folder_sync_for(target.parent_path());
-    folder.announce();
+}
+
+void MessageWriter::make_durable() {
+    auto target = spool_->active_path(id_);
     try {
         if (::fsync(fd_) != 0) {
-            throw SpoolError(errno_text("cannot fsync", tmp));
+            throw SpoolError(errno_text("cannot fsync", tmp_));
         }
         ::close(fd_);
         fd_ = -1;
-        if (::rename(tmp.c_str(), target.c_str()) != 0) {
+        if (::rename(tmp_.c_str(), target.c_str()) != 0) {
             throw SpoolError(errno_text("cannot rename into", target));
         }
     } catch (const SpoolError&) {
-        folder.withdraw();
         content_.reset();
         throw;
     }
     committed_ = true;
-    folder.sync(true);
 }
 
 StoredMessage MessageWriter::stored_message(const Envelope& envelope) const {
@@ -481,13 +455,53 @@ fs::path Spool::tmp_path(const std::string& id) const { return directory_ / "tmp
 fs::path Spool::active_path(const std::string& id) const { return directory_ / "active" / id; }
 fs::path Spool::state_path(const std::string& id) const { return directory_ / "state" / id; }
 
+Spool::~Spool() {
+    std::lock_guard lock(spares_mutex_);
+    for (const auto& [fd, path] : spares_) {
+        ::close(fd);
+        ::unlink(path.c_str());
+    }
+}
+
+void Spool::make_spares(std::size_t count) {
+    for (;;) {
+        {
+            std::lock_guard lock(spares_mutex_);
+            if (spares_.size() >= count) {
+                return;
+            }
+        }
+        // A fresh queue id names the file: unique, and never a message's.
+        auto path = tmp_path(make_queue_id() + ".new");
+        int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            // create() makes its own file; it reports the error if this persists.
+            return;
+        }
+        std::lock_guard lock(spares_mutex_);
+        spares_.emplace_back(fd, std::move(path));
+    }
+}
+
 MessageWriter Spool::create(const Envelope& envelope) {
+    {
+        std::unique_lock lock(spares_mutex_);
+        if (!spares_.empty()) {
+            auto [fd, path] = std::move(spares_.back());
+            spares_.pop_back();
+            lock.unlock();
+            MessageWriter writer(*this, envelope.id, fd, std::move(path));
+            writer.buffer_ = serialise(envelope);
+            writer.header_size_ = writer.buffer_.size();
+            return writer;
+        }
+    }
     auto path = tmp_path(envelope.id);
     int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
         throw SpoolError(errno_text("cannot create", path));
     }
-    MessageWriter writer(*this, envelope.id, fd);
+    MessageWriter writer(*this, envelope.id, fd, std::move(path));
     writer.buffer_ = serialise(envelope);
     writer.header_size_ = writer.buffer_.size();
     return writer;
@@ -606,6 +620,13 @@ std::optional<StoredMessage> Spool::read_message(const fs::path& file) const {
 std::vector<StoredMessage> Spool::recover() {
     // Files in tmp/ never got their 250: the client received no reply that
     // accepted the message, so removing them loses nothing it relies on.
+    {
+        std::lock_guard lock(spares_mutex_);
+        for (const auto& spare : spares_) {
+            ::close(spare.first);
+        }
+        spares_.clear();
+    }
     for (const auto& entry : fs::directory_iterator(directory_ / "tmp")) {
         std::error_code ignored;
         fs::remove(entry.path(), ignored);

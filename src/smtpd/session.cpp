@@ -6,6 +6,7 @@
 #include <asio/co_spawn.hpp>
 #include <asio/use_awaitable.hpp>
 
+#include "tlsrelay/queue/committer.hpp"
 #include "tlsrelay/queue/spool.hpp"
 #include "tlsrelay/smtp/command.hpp"
 #include "tlsrelay/smtp/content.hpp"
@@ -428,7 +429,9 @@ private:
         // NOTE: plain statements, not a conditional expression: GCC 12
         // miscompiles co_await inside "?:" (the result is destroyed twice).
         std::string commit_error;
-        if (settings_->disk_executor) {
+        if (settings_->committer) {
+            commit_error = co_await queue::async_commit(*settings_->committer, *incoming->writer);
+        } else if (settings_->disk_executor) {
             commit_error = co_await asio::co_spawn(settings_->disk_executor, commit_message(&*incoming->writer),
                                                    asio::use_awaitable);
         } else {

@@ -3,7 +3,13 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <thread>
 
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/io_context.hpp>
+
+#include "tlsrelay/queue/committer.hpp"
 #include "tlsrelay/queue/spool.hpp"
 
 using namespace tlsrelay::queue;
@@ -174,4 +180,128 @@ TEST_CASE("spool remove deletes message and state") {
     spool.remove(envelope.id);
     CHECK(fs::is_empty(dir.path / "active"));
     CHECK(fs::is_empty(dir.path / "state"));
+}
+
+namespace {
+
+asio::awaitable<void> commit_through(tlsrelay::queue::Committer& committer, Spool& spool, Envelope envelope,
+                                     std::string body, std::vector<std::string>& errors,
+                                     std::vector<StoredMessage>& handed, std::thread::id& resumed_on) {
+    auto writer = spool.create(envelope);
+    writer.append(body);
+    auto error = co_await tlsrelay::queue::async_commit(committer, writer);
+    resumed_on = std::this_thread::get_id();
+    errors.push_back(error);
+    handed.push_back(writer.stored_message(envelope));
+}
+
+asio::awaitable<void> remove_through(tlsrelay::queue::Committer& committer, std::string id, bool has_state_file,
+                                     std::vector<std::string>& errors) {
+    errors.push_back(co_await tlsrelay::queue::async_remove(committer, std::move(id), has_state_file));
+}
+
+}  // namespace
+
+TEST_CASE("committer commits and removes in batches") {
+    // Both ways to fsync a batch: on the committer thread alone, or in
+    // parallel on its fsync threads.
+    std::size_t fsync_threads = GENERATE(0, 4);
+    TempDir dir;
+    Spool spool(dir.path);
+    tlsrelay::queue::Committer committer(spool, fsync_threads);
+    asio::io_context io;
+    std::vector<std::string> errors;
+    std::vector<StoredMessage> handed;
+    std::thread::id resumed_on;
+
+    // Twenty sessions commit at once, as under load; each gets its result.
+    std::vector<Envelope> envelopes;
+    for (int i = 0; i < 20; ++i) {
+        envelopes.push_back(sample_envelope());
+        asio::co_spawn(io,
+                       commit_through(committer, spool, envelopes.back(), "Subject: " + std::to_string(i) + "\r\n\r\nx\r\n",
+                                      errors, handed, resumed_on),
+                       asio::detached);
+    }
+    io.run();
+    REQUIRE(errors.size() == 20);
+    for (const auto& error : errors) {
+        CHECK(error.empty());
+    }
+    CHECK(resumed_on == std::this_thread::get_id());
+    // Only the spare files the committer made for later messages are left.
+    for (const auto& entry : fs::directory_iterator(dir.path / "tmp")) {
+        CHECK(entry.path().extension() == ".new");
+    }
+    for (const auto& message : handed) {
+        auto loaded = spool.load(message.envelope.id);
+        REQUIRE(loaded);
+        REQUIRE(message.content);
+        CHECK(*message.content == read_file(loaded->file).substr(loaded->content_offset));
+    }
+
+    // Removals, one with a state file, share a batch with a new commit.
+    spool.record_finished(envelopes[0].id, {0});
+    REQUIRE(fs::exists(dir.path / "state" / envelopes[0].id));
+    errors.clear();
+    handed.clear();
+    io.restart();
+    for (std::size_t i = 0; i < envelopes.size(); ++i) {
+        asio::co_spawn(io, remove_through(committer, envelopes[i].id, i == 0, errors), asio::detached);
+    }
+    auto last = sample_envelope();
+    asio::co_spawn(io, commit_through(committer, spool, last, "Subject: last\r\n\r\n", errors, handed, resumed_on),
+                   asio::detached);
+    io.run();
+    REQUIRE(errors.size() == 21);
+    for (const auto& error : errors) {
+        CHECK(error.empty());
+    }
+    CHECK(fs::is_empty(dir.path / "state"));
+    std::vector<std::string> left;
+    for (const auto& entry : fs::directory_iterator(dir.path / "active")) {
+        left.push_back(entry.path().filename().string());
+    }
+    CHECK(left == std::vector<std::string>{last.id});
+}
+
+TEST_CASE("spool spare files serve new messages") {
+    TempDir dir;
+    auto count_tmp = [&dir] {
+        return std::distance(fs::directory_iterator(dir.path / "tmp"), fs::directory_iterator());
+    };
+    {
+        Spool spool(dir.path);
+        spool.make_spares(3);
+        CHECK(count_tmp() == 3);
+
+        auto envelope = sample_envelope();
+        auto writer = spool.create(envelope);
+        CHECK(count_tmp() == 3);
+        CHECK_FALSE(fs::exists(dir.path / "tmp" / envelope.id));
+        writer.append("Subject: spare\r\n\r\n");
+        writer.commit();
+        CHECK(count_tmp() == 2);
+        auto loaded = spool.load(envelope.id);
+        REQUIRE(loaded);
+        CHECK(read_file(loaded->file).substr(loaded->content_offset) == "Subject: spare\r\n\r\n");
+
+        // A writer abandoned before commit removes the spare it took.
+        {
+            auto abandoned = spool.create(sample_envelope());
+        }
+        CHECK(count_tmp() == 1);
+    }
+    // The spool removes the spares it did not use.
+    CHECK(count_tmp() == 0);
+
+    // recover() drops the spares with the rest of tmp/, and create() then
+    // makes its own file.
+    Spool spool(dir.path);
+    spool.make_spares(2);
+    spool.recover();
+    CHECK(count_tmp() == 0);
+    auto envelope = sample_envelope();
+    auto writer = spool.create(envelope);
+    CHECK(fs::exists(dir.path / "tmp" / envelope.id));
 }

@@ -71,6 +71,9 @@ struct SchedulerSettings {
     // Runs the spool's fsyncs after a delivery off the event loop; empty:
     // they run on the scheduler's executor.
     asio::any_io_executor disk_executor;
+    // Removes delivered messages in batches with the new ones; null: the
+    // removal runs as other spool work does.
+    queue::Committer* committer = nullptr;
     // How often the control folder is checked for queue commands.
     std::chrono::milliseconds control_poll_interval{500};
     // Counts each new session and each recipient result; null: no counting.

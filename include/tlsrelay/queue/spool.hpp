@@ -1,7 +1,7 @@
 // The on-disk queue. A message is one file: an envelope header, then the
-// message content with CRLF line ends. Write order for a new message:
-// tmp/<id> is written and fsync'd, renamed to active/<id>, and active/ is
-// fsync'd; only then may the SMTP server reply 250. A file left in tmp/ never
+// message content with CRLF line ends. Write order for a new message: a
+// file in tmp/ is written and fsync'd, renamed to active/<id>, and active/
+// is fsync'd; only then may the SMTP server reply 250. A file left in tmp/ never
 // got its 250 and is removed at start. Per-recipient delivery state lives
 // in state/<id> (see MessageState), replaced by the same tmp, fsync, rename
 // and folder fsync steps.
@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <stdexcept>
@@ -93,6 +94,7 @@ std::string serialise_state(const MessageState& state);
 std::optional<MessageState> parse_state(const std::string& text, std::size_t recipient_count);
 
 class Spool;
+class Committer;
 
 // Streams one new message to tmp/. Destroying it before commit() removes
 // the file.
@@ -117,12 +119,18 @@ public:
 
 private:
     friend class Spool;
-    MessageWriter(const Spool& spool, std::string id, int fd);
+    friend class Committer;
+    MessageWriter(const Spool& spool, std::string id, int fd, std::filesystem::path tmp);
     void flush();
+    // The two halves of commit() before the folder fsync: write_out()
+    // writes what is buffered, make_durable() fsyncs, closes and renames.
+    void write_out();
+    void make_durable();
 
     const Spool* spool_;
     std::string id_;
     int fd_ = -1;
+    std::filesystem::path tmp_;  // the file in tmp/ until the rename
     std::string buffer_;
     std::size_t header_size_ = 0;  // envelope bytes before the content
     std::uint64_t content_size_ = 0;
@@ -135,11 +143,22 @@ class Spool {
 public:
     // Creates the folders if needed; raises SpoolError when it cannot.
     explicit Spool(std::filesystem::path directory);
+    // Closes and removes the spare files.
+    ~Spool();
+    Spool(const Spool&) = delete;
+    Spool& operator=(const Spool&) = delete;
 
     const std::filesystem::path& directory() const { return directory_; }
 
-    // Starts a message; the envelope is written first.
+    // Starts a message; the envelope is written first. It takes a spare
+    // file when one is ready, so the event loop usually makes no file.
     MessageWriter create(const Envelope& envelope);
+
+    // Creates empty files in tmp/ until `count` are ready for create().
+    // Creating a file can wait for the file system's journal, so a disk
+    // thread calls this rather than the sessions' event loop. A spare
+    // never used is removed at the next start like any file in tmp/.
+    void make_spares(std::size_t count);
 
     // Removes unfinished files from tmp/ and reads every message in active/.
     // A file that cannot be parsed is moved to corrupt/ and logged.
@@ -166,11 +185,14 @@ public:
 
 private:
     friend class MessageWriter;
+    friend class Committer;
     std::filesystem::path tmp_path(const std::string& id) const;
     std::filesystem::path state_path(const std::string& id) const;
     std::optional<StoredMessage> read_message(const std::filesystem::path& file) const;
 
     std::filesystem::path directory_;
+    std::mutex spares_mutex_;
+    std::vector<std::pair<int, std::filesystem::path>> spares_;  // open, empty files in tmp/
 };
 
 // Fsyncs a folder so that a rename or unlink inside it is durable. Callers

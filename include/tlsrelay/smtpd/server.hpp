@@ -43,6 +43,9 @@ struct ServerSettings {
     asio::any_io_executor disk_executor;  // where queue files are fsync'd; empty: on the event loop
     std::shared_ptr<ConnectionCounter> connections;
     queue::Spool* spool = nullptr;
+    // Commits new messages in batches; null: each commit runs on the disk
+    // executor.
+    queue::Committer* committer = nullptr;
     // Called after a message is durable and before its 250 is sent, with
     // the message as the spool would load it.
     std::function<void(queue::StoredMessage)> on_queued;
