@@ -8,9 +8,11 @@
 namespace tlsrelay::queue {
 namespace {
 
-// Empty files kept ready in tmp/ for new messages: enough for the
-// messages that arrive while one batch runs under a load of many sessions.
+// Files kept ready in tmp/ for new messages. 32 is an estimate of what
+// arrives while one batch runs with a few dozen sessions. Up to
+// recycled_files are kept from delivered messages.
 constexpr std::size_t spare_files = 32;
+constexpr std::size_t recycled_files = 64;
 
 }  // namespace
 
@@ -105,7 +107,9 @@ void Committer::process(std::vector<Request>& batch) {
     // and cleaned up at the next start, while the reverse would resend.
     for (const auto& request : batch) {
         if (request.writer == nullptr) {
-            ::unlink(spool_.active_path(request.id).c_str());
+            if (!spool_.recycle(request.id, recycled_files)) {
+                ::unlink(spool_.active_path(request.id).c_str());
+            }
             folder_changed = true;
         }
     }

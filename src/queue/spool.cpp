@@ -359,6 +359,7 @@ MessageWriter::MessageWriter(MessageWriter&& other) noexcept
       id_(std::move(other.id_)),
       fd_(other.fd_),
       tmp_(std::move(other.tmp_)),
+      spare_(other.spare_),
       buffer_(std::move(other.buffer_)),
       header_size_(other.header_size_),
       content_size_(other.content_size_),
@@ -409,6 +410,10 @@ void MessageWriter::write_out() {
     }
     flushed_ = true;
     flush();
+    // A reused file may be longer than this message.
+    if (spare_ && ::ftruncate(fd_, static_cast<off_t>(header_size_ + content_size_)) != 0) {
+        throw SpoolError(errno_text("cannot truncate", tmp_));
+    }
 }
 
 void MessageWriter::make_durable() {
@@ -483,6 +488,28 @@ void Spool::make_spares(std::size_t count) {
     }
 }
 
+bool Spool::recycle(const std::string& id, std::size_t limit) {
+    {
+        std::lock_guard lock(spares_mutex_);
+        if (spares_.size() >= limit) {
+            return false;
+        }
+    }
+    auto path = tmp_path(make_queue_id() + ".new");
+    if (::rename(active_path(id).c_str(), path.c_str()) != 0) {
+        return false;
+    }
+    int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+        // The message has left active/ all the same.
+        ::unlink(path.c_str());
+        return true;
+    }
+    std::lock_guard lock(spares_mutex_);
+    spares_.emplace_back(fd, std::move(path));
+    return true;
+}
+
 MessageWriter Spool::create(const Envelope& envelope) {
     {
         std::unique_lock lock(spares_mutex_);
@@ -491,6 +518,7 @@ MessageWriter Spool::create(const Envelope& envelope) {
             spares_.pop_back();
             lock.unlock();
             MessageWriter writer(*this, envelope.id, fd, std::move(path));
+            writer.spare_ = true;
             writer.buffer_ = serialise(envelope);
             writer.header_size_ = writer.buffer_.size();
             return writer;

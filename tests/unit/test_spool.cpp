@@ -305,3 +305,35 @@ TEST_CASE("spool spare files serve new messages") {
     auto writer = spool.create(envelope);
     CHECK(fs::exists(dir.path / "tmp" / envelope.id));
 }
+
+TEST_CASE("spool recycles a delivered file") {
+    TempDir dir;
+    Spool spool(dir.path);
+    auto first = sample_envelope();
+    {
+        auto writer = spool.create(first);
+        writer.append("Subject: a long first message\r\n\r\n" + std::string(5000, 'a') + "\r\n");
+        writer.commit();
+    }
+    REQUIRE(spool.recycle(first.id, 4));
+    CHECK_FALSE(fs::exists(dir.path / "active" / first.id));
+    CHECK_FALSE(spool.load(first.id));
+
+    // The next message reuses the file: none of the old bytes remain.
+    auto second = sample_envelope();
+    second.recipients = {"dave@example.org"};
+    auto writer = spool.create(second);
+    CHECK_FALSE(fs::exists(dir.path / "tmp" / second.id));
+    writer.append("Subject: short\r\n\r\nb\r\n");
+    writer.commit();
+    auto loaded = spool.load(second.id);
+    REQUIRE(loaded);
+    CHECK(loaded->envelope.recipients == second.recipients);
+    CHECK(read_file(loaded->file).substr(loaded->content_offset) == "Subject: short\r\n\r\nb\r\n");
+    CHECK(fs::file_size(loaded->file) == loaded->content_offset + loaded->content_size);
+
+    // With `limit` spares ready the file stays for the caller to unlink.
+    spool.make_spares(2);
+    CHECK_FALSE(spool.recycle(second.id, 2));
+    CHECK(fs::exists(dir.path / "active" / second.id));
+}
