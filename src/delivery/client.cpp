@@ -547,21 +547,7 @@ private:
         if (dsn && !envelope.dsn_envid.empty()) {
             mail += " ENVID=" + envelope.dsn_envid;
         }
-        auto reply = co_await command(mail);
-        if (!reply.positive()) {
-            // On a reused session, a 421 means the server closed it while it
-            // sat idle, and a 503 that it still saw an earlier transaction:
-            // neither is about this message.
-            stale_ = (reply.code == 421 || reply.code == 503) && transactions_ > 0;
-            finish_all(indices, reply);
-            co_return;
-        }
-        mail_accepted_ = true;
-        transaction_open_ = true;
-
-        result_.phase = Phase::rcpt;
-        std::vector<std::size_t> accepted;
-        for (auto index : indices) {
+        auto rcpt_line = [&envelope, dsn](std::size_t index) {
             std::string rcpt = "RCPT TO:<" + envelope.recipients[index] + ">";
             if (dsn && index < envelope.recipient_dsn.size()) {
                 const auto& parameters = envelope.recipient_dsn[index];
@@ -572,19 +558,79 @@ private:
                     rcpt += " ORCPT=" + parameters.orcpt;
                 }
             }
-            reply = co_await command(rcpt);
+            return rcpt;
+        };
+
+        // RFC 2920: with PIPELINING, MAIL, every RCPT and DATA go out in
+        // one write, and the replies are read in the same order.
+        const bool pipelining = offers("PIPELINING");
+        smtp::Reply reply;
+        if (pipelining) {
+            std::string commands = mail + "\r\n";
+            for (auto index : indices) {
+                commands += rcpt_line(index) + "\r\n";
+            }
+            commands += "DATA\r\n";
+            deadline_->arm(options_.command_timeout);
+            co_await stream_.write_all(asio::buffer(commands));
+            reply = co_await read_reply(options_.command_timeout);
+        } else {
+            reply = co_await command(mail);
+        }
+        if (!reply.positive()) {
+            // On a reused session, a 421 means the server closed it while it
+            // sat idle, and a 503 that it still saw an earlier transaction:
+            // neither is about this message.
+            stale_ = (reply.code == 421 || reply.code == 503) && transactions_ > 0;
+            finish_all(indices, reply);
+            if (pipelining && !closing_) {
+                co_await skip_pipelined_replies(indices.size());
+            }
+            co_return;
+        }
+        mail_accepted_ = true;
+        transaction_open_ = true;
+
+        result_.phase = Phase::rcpt;
+        std::vector<std::size_t> accepted;
+        for (std::size_t position = 0; position < indices.size(); ++position) {
+            auto index = indices[position];
+            if (pipelining) {
+                reply = co_await read_reply(options_.command_timeout);
+            } else {
+                reply = co_await command(rcpt_line(index));
+            }
             if (reply.positive()) {
                 accepted.push_back(index);
             } else {
                 finish(index, reply);
             }
+            if (closing_) {
+                // After a 421 the server closes the session, so that reply
+                // applies to the accepted recipients and the unread ones.
+                finish_all(accepted, reply);
+                for (auto rest = position + 1; rest < indices.size(); ++rest) {
+                    finish(indices[rest], reply);
+                }
+                co_return;
+            }
+        }
+
+        result_.phase = Phase::data;
+        if (pipelining) {
+            reply = co_await read_reply(options_.command_timeout);
+            if (reply.code == 354 && accepted.empty()) {
+                // The server took DATA although it rejected every
+                // recipient: end the empty message.
+                co_await end_empty_message();
+                co_return;
+            }
+        } else if (!accepted.empty()) {
+            reply = co_await command("DATA");
         }
         if (accepted.empty()) {
             co_return;
         }
-
-        result_.phase = Phase::data;
-        reply = co_await command("DATA");
         if (reply.code != 354) {
             finish_all(accepted, reply);
             co_return;
@@ -594,6 +640,32 @@ private:
         co_await send_content(message);
         reply = co_await read_reply(options_.command_timeout * 2);
         finish_all(accepted, reply);
+        transaction_open_ = false;
+    }
+
+    // Reads the RCPT and DATA replies that follow a rejected MAIL in a
+    // pipelined transaction, so the session stays in step.
+    asio::awaitable<void> skip_pipelined_replies(std::size_t recipients) {
+        for (std::size_t count = 0; count < recipients && !closing_; ++count) {
+            co_await read_reply(options_.command_timeout);
+        }
+        if (closing_) {
+            co_return;
+        }
+        auto reply = co_await read_reply(options_.command_timeout);
+        if (reply.code == 354) {
+            // Without an accepted MAIL the server may still hold an earlier
+            // transaction, which an end of data would send: close instead.
+            throw ProtocolError("server " + peer_ + " accepted DATA after rejecting MAIL");
+        }
+    }
+
+    // Ends a message the server let begin without any recipient.
+    asio::awaitable<void> end_empty_message() {
+        result_.phase = Phase::data_end;
+        deadline_->arm(options_.command_timeout);
+        co_await stream_.write_all(asio::buffer(std::string_view(".\r\n")));
+        co_await read_reply(options_.command_timeout * 2);
         transaction_open_ = false;
     }
 

@@ -48,6 +48,13 @@ class MaildirHandler:
             if not hasattr(session, "receiver_session_number"):
                 session.receiver_session_number = next(self.session_numbers)
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        # aiosmtpd reads pipelined commands correctly but does not announce
+        # PIPELINING. Announcing it makes the relay's client pipeline, as it
+        # does with Postfix. This hook form must also record the EHLO name.
+        session.host_name = hostname
+        return responses[:-1] + ["250-PIPELINING"] + responses[-1:]
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         self.number_session(session)
         local_part = address.rsplit("@", 1)[0]

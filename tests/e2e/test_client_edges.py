@@ -7,6 +7,9 @@
 - Every recipient rejected on a reused session: the relay ends the open
   transaction with RSET, so the next message on the session is accepted.
 - Mail to an address literal sends no TLS SNI (RFC 6066 section 3).
+- A server that offers PIPELINING gets MAIL, RCPT and DATA in one go
+  (RFC 2920): the fake server answers none of them before it has read
+  DATA, so a client that waited for each reply would time out.
 """
 
 import re
@@ -22,6 +25,7 @@ DELIVERY_TIMEOUT = 30.0
 RESET_ADDRESS = "127.0.0.33"
 REJECT_ADDRESS = "127.0.0.34"
 LITERAL_ADDRESS = "127.0.0.35"
+PIPELINING_ADDRESS = "127.0.0.36"
 
 
 
@@ -89,10 +93,73 @@ class ResetAfterStarttlsServer:
                 connection.sendall(b"250 2.0.0 ok\r\n")
 
 
+class PipeliningServer:
+    """SMTP server that offers PIPELINING and delays its replies to MAIL and
+    RCPT until DATA arrives, recording the command groups it read."""
+
+    def __init__(self, address, port):
+        self.listener = socket.create_server((address, port))
+        self.listener.settimeout(0.2)
+        self.groups = []
+        self.messages = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(timeout=5)
+        self.listener.close()
+
+    def _serve(self):
+        while not self.stopping.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            with connection:
+                connection.settimeout(5)
+                try:
+                    self._session(connection)
+                except OSError:
+                    pass
+
+    def _session(self, connection):
+        reader = connection.makefile("rb")
+        connection.sendall(b"220 pipelining.test ESMTP fake\r\n")
+        held = []
+        for raw in reader:
+            line = raw.rstrip(b"\r\n")
+            verb = line.split(b" ", 1)[0].upper()
+            if verb == b"EHLO":
+                connection.sendall(b"250-pipelining.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+            elif verb in (b"MAIL", b"RCPT"):
+                held.append(verb.decode())
+            elif verb == b"DATA":
+                self.groups.append(held + ["DATA"])
+                replies = b"250 2.1.0 ok\r\n" * len(held) + b"354 go on\r\n"
+                connection.sendall(replies)
+                held = []
+                data = []
+                for content in reader:
+                    if content.rstrip(b"\r\n") == b".":
+                        break
+                    data.append(content)
+                self.messages.append(b"".join(data))
+                connection.sendall(b"250 2.0.0 stored\r\n")
+            elif verb == b"QUIT":
+                connection.sendall(b"221 bye\r\n")
+                return
+            else:
+                connection.sendall(b"250 2.0.0 ok\r\n")
+
+
 class ClientEdgesTest(lab.LabTestCase):
     ZONES = {
         "reset.test": ["reset.test. MX 10 mx.reset.test.", f"mx.reset.test. A {RESET_ADDRESS}"],
         "reject.test": ["reject.test. MX 10 mx.reject.test.", f"mx.reject.test. A {REJECT_ADDRESS}"],
+        "pipelining.test": ["pipelining.test. MX 10 mx.pipelining.test.",
+                            f"mx.pipelining.test. A {PIPELINING_ADDRESS}"],
     }
 
     def send(self, relay, recipient, marker):
@@ -135,6 +202,25 @@ class ClientEdgesTest(lab.LabTestCase):
         delivered = [metadata for _, metadata in receiver.messages() if metadata["rcpt_tos"] == ["good@reject.test"]]
         self.assertEqual(len(delivered), 1)
         self.assertEqual(delivered[0]["session"], 1, "the session of the rejected message must carry the next one")
+
+    def test_pipelining_server_gets_one_command_group(self):
+        port = lab.free_port(PIPELINING_ADDRESS)
+        server = PipeliningServer(PIPELINING_ADDRESS, port)
+        self.addCleanup(server.stop)
+        relay = self.start_relay(port)
+
+        recipients = ["one@pipelining.test", "two@pipelining.test"]
+        message = lab.build_mime_message(SENDER, recipients[0], "edges pipelining", "pipelining")
+        data_file = lab.write_swaks_data_file(self.work_dir / "pipelining.eml", message)
+        result = lab.swaks(RELAY_ADDRESS, relay.port, SENDER, recipients, data_file=data_file)
+        self.assertEqual(result.returncode, 0, "expected swaks to succeed; " + result.describe())
+        for recipient in recipients:
+            line = relay.wait_for_log(lab.delivery_pattern(recipient), DELIVERY_TIMEOUT)
+            self.assertEqual(line["status"], "sent", "the pipelined transaction must deliver; " + line.string)
+
+        self.assertEqual(server.groups, [["MAIL", "RCPT", "RCPT", "DATA"]])
+        self.assertEqual(len(server.messages), 1)
+        self.assertIn(b"pipelining", server.messages[0])
 
     def test_address_literal_sends_no_sni(self):
         port = lab.free_port(LITERAL_ADDRESS)
