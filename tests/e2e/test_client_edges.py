@@ -29,15 +29,16 @@ PIPELINING_ADDRESS = "127.0.0.36"
 
 
 
-class ResetAfterStarttlsServer:
-    """SMTP server that offers STARTTLS, replies 220 to it and resets the
-    connection. Without STARTTLS it accepts one message per session."""
+class FakeServer:
+    """One-thread SMTP server on a loopback address; subclasses define
+    _session(connection), which runs once per connection."""
+
+    SOCKET_TIMEOUT = 10
 
     def __init__(self, address, port):
         self.listener = socket.create_server((address, port))
         self.listener.settimeout(0.2)
         self.messages = []
-        self.starttls_resets = 0
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -54,11 +55,20 @@ class ResetAfterStarttlsServer:
             except socket.timeout:
                 continue
             with connection:
-                connection.settimeout(10)
+                connection.settimeout(self.SOCKET_TIMEOUT)
                 try:
                     self._session(connection)
                 except OSError:
                     pass
+
+
+class ResetAfterStarttlsServer(FakeServer):
+    """SMTP server that offers STARTTLS, replies 220 to it and resets the
+    connection. Without STARTTLS it accepts one message per session."""
+
+    def __init__(self, address, port):
+        self.starttls_resets = 0
+        super().__init__(address, port)
 
     def _session(self, connection):
         reader = connection.makefile("rb")
@@ -93,36 +103,15 @@ class ResetAfterStarttlsServer:
                 connection.sendall(b"250 2.0.0 ok\r\n")
 
 
-class PipeliningServer:
+class PipeliningServer(FakeServer):
     """SMTP server that offers PIPELINING and delays its replies to MAIL and
     RCPT until DATA arrives, recording the command groups it read."""
 
+    SOCKET_TIMEOUT = 5
+
     def __init__(self, address, port):
-        self.listener = socket.create_server((address, port))
-        self.listener.settimeout(0.2)
         self.groups = []
-        self.messages = []
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.stopping.set()
-        self.thread.join(timeout=5)
-        self.listener.close()
-
-    def _serve(self):
-        while not self.stopping.is_set():
-            try:
-                connection, _ = self.listener.accept()
-            except socket.timeout:
-                continue
-            with connection:
-                connection.settimeout(5)
-                try:
-                    self._session(connection)
-                except OSError:
-                    pass
+        super().__init__(address, port)
 
     def _session(self, connection):
         reader = connection.makefile("rb")
