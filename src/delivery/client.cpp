@@ -720,13 +720,16 @@ private:
                 whole.append(bytes);
                 continue;
             }
-            out.clear();
+            // Each chunk is written when the next one is read, so the last
+            // one is still in `out` when the end-of-data marker is added.
+            if (!out.empty()) {
+                deadline_->arm(options_.command_timeout);
+                co_await stream_.write_all(asio::buffer(out));
+                out.clear();
+            }
             encoder.feed(bytes, out);
-            deadline_->arm(options_.command_timeout);
-            co_await stream_.write_all(asio::buffer(out));
         }
 
-        out.clear();
         if (downgrade) {
             encoder.feed(smtp::downgrade_to_7bit(whole), out);
         }
