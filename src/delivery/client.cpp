@@ -118,6 +118,9 @@ namespace {
 constexpr std::size_t max_reply_line = 4096;
 constexpr int max_reply_lines = 100;
 constexpr std::size_t content_chunk = 64 * 1024;
+// Transactions with more recipients than this are not pipelined. RFC 2920
+// leaves the group size to the client; 100 RCPT lines fit in a few KiB.
+constexpr std::size_t max_pipelined_recipients = 100;
 
 const char* phase_command(Phase phase) {
     switch (phase) {
@@ -563,7 +566,9 @@ private:
 
         // RFC 2920: with PIPELINING, MAIL, every RCPT and DATA go out in
         // one write, and the replies are read in the same order.
-        const bool pipelining = offers("PIPELINING");
+        // A long recipient list goes in lock-step instead, so neither side
+        // fills its socket buffers with commands and unread replies.
+        const bool pipelining = offers("PIPELINING") && indices.size() <= max_pipelined_recipients;
         smtp::Reply reply;
         if (pipelining) {
             std::string commands = mail + "\r\n";
@@ -632,6 +637,11 @@ private:
             co_return;
         }
         if (reply.code != 354) {
+            if (reply.positive()) {
+                // A 2xx to DATA would otherwise count as delivery of content
+                // that was never sent.
+                throw ProtocolError("unexpected reply to DATA from " + peer_ + ": " + reply.summary());
+            }
             finish_all(accepted, reply);
             co_return;
         }

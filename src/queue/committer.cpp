@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <utility>
 
 namespace tlsrelay::queue {
@@ -71,11 +73,32 @@ void Committer::run() {
             }
             batch.swap(pending_);
         }
-        process(batch);
+        try {
+            process(batch);
+        } catch (const std::exception& error) {
+            // Only an allocation failure gets here. Each request not yet
+            // completed gets the error, so no session sends a 250.
+            for (auto& request : batch) {
+                if (request.done) {
+                    request.done(std::string("queue commit failed: ") + error.what());
+                }
+            }
+        }
         batch.clear();
         // Files for the next messages are made here, after the batch,
         // rather than by the sessions on the event loop.
-        spool_.make_spares(spare_files);
+        bool stopping = false;
+        {
+            std::lock_guard lock(mutex_);
+            stopping = stopping_;
+        }
+        if (!stopping) {
+            try {
+                spool_.make_spares(spare_files);
+            } catch (const std::exception&) {
+                // Sessions create their own files until this works again.
+            }
+        }
     }
 }
 
@@ -92,36 +115,65 @@ void Committer::process(std::vector<Request>& batch) {
         try {
             writer->write_out();
             ::sync_file_range(writer->fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
-        } catch (const SpoolError& error) {
+        } catch (const std::exception& error) {
             errors[i] = error.what();
         }
     }
     make_durable(batch, errors);
-    bool folder_changed = false;
+    std::vector<std::size_t> renamed;  // new messages now in active/
     for (std::size_t i = 0; i < batch.size(); ++i) {
         if (batch[i].writer != nullptr && errors[i].empty()) {
-            folder_changed = true;
+            renamed.push_back(i);
         }
     }
+
     // The message goes first: a state file without its message is ignored
     // and cleaned up at the next start, while the reverse would resend.
-    for (const auto& request : batch) {
-        if (request.writer == nullptr) {
-            if (!spool_.recycle(request.id, recycled_files)) {
-                ::unlink(spool_.active_path(request.id).c_str());
-            }
-            folder_changed = true;
+    std::vector<std::filesystem::path> set_aside;  // become spares after the folder fsync
+    bool removed = false;
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+        const auto& request = batch[i];
+        if (request.writer != nullptr) {
+            continue;
         }
+        auto spare = spool_.recycle(request.id, recycled_files);
+        if (!spare.empty()) {
+            set_aside.push_back(std::move(spare));
+        } else {
+            auto file = spool_.active_path(request.id);
+            if (::unlink(file.c_str()) != 0 && errno != ENOENT) {
+                errors[i] = "cannot remove " + file.string() + ": " + std::strerror(errno);
+                continue;
+            }
+        }
+        removed = true;
     }
-    if (folder_changed) {
+
+    bool folder_failed = false;
+    if (!renamed.empty() || removed) {
         try {
             sync_directory(spool_.directory() / "active");
-        } catch (const SpoolError& error) {
+        } catch (const std::exception& error) {
+            folder_failed = true;
             for (auto& text : errors) {
                 if (text.empty()) {
                     text = error.what();
                 }
             }
+            // None of these got its 250, and the client will send it again:
+            // left in active/, each would be delivered twice.
+            for (auto i : renamed) {
+                ::unlink(spool_.active_path(batch[i].writer->id_).c_str());
+            }
+        }
+    }
+    // Until the folder fsync succeeded, a crash could bring a file set aside
+    // back as its old message, so only then is it reused.
+    for (const auto& file : set_aside) {
+        if (!folder_failed) {
+            spool_.add_spare(file);
+        } else {
+            ::unlink(file.c_str());
         }
     }
     for (std::size_t i = 0; i < batch.size(); ++i) {
@@ -131,7 +183,9 @@ void Committer::process(std::vector<Request>& batch) {
         }
     }
     for (std::size_t i = 0; i < batch.size(); ++i) {
-        batch[i].done(std::move(errors[i]));
+        auto done = std::move(batch[i].done);
+        batch[i].done = nullptr;
+        done(std::move(errors[i]));
     }
 }
 
@@ -148,7 +202,7 @@ void Committer::make_durable(std::vector<Request>& batch, std::vector<std::strin
     auto durable = [&batch, &errors](std::size_t i) {
         try {
             batch[i].writer->make_durable();
-        } catch (const SpoolError& error) {
+        } catch (const std::exception& error) {
             errors[i] = error.what();
         }
     };

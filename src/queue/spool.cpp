@@ -488,26 +488,28 @@ void Spool::make_spares(std::size_t count) {
     }
 }
 
-bool Spool::recycle(const std::string& id, std::size_t limit) {
+fs::path Spool::recycle(const std::string& id, std::size_t limit) {
     {
         std::lock_guard lock(spares_mutex_);
         if (spares_.size() >= limit) {
-            return false;
+            return {};
         }
     }
     auto path = tmp_path(make_queue_id() + ".new");
     if (::rename(active_path(id).c_str(), path.c_str()) != 0) {
-        return false;
+        return {};
     }
-    int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+    return path;
+}
+
+void Spool::add_spare(const fs::path& file) {
+    int fd = ::open(file.c_str(), O_WRONLY | O_CLOEXEC);
     if (fd < 0) {
-        // The message has left active/ all the same.
-        ::unlink(path.c_str());
-        return true;
+        ::unlink(file.c_str());
+        return;
     }
     std::lock_guard lock(spares_mutex_);
-    spares_.emplace_back(fd, std::move(path));
-    return true;
+    spares_.emplace_back(fd, file);
 }
 
 MessageWriter Spool::create(const Envelope& envelope) {

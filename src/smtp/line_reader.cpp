@@ -1,10 +1,15 @@
 #include "tlsrelay/smtp/line_reader.hpp"
 
+#include <asio/post.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+
 #include "tlsrelay/tls/stream.hpp"
 
 namespace tlsrelay::smtp {
 namespace {
 constexpr std::size_t read_chunk = 4096;
+constexpr int max_reads_without_yield = 16;
 }
 
 asio::awaitable<Line> LineReader::read_line() {
@@ -35,8 +40,18 @@ asio::awaitable<void> LineReader::fill() {
         }
         if (ready == tls::Stream::ReadNow::done) {
             buffer_.resize(received);
+            // A read that found bytes did not pass through the event loop.
+            // After a run of them the session lets other sessions run, as
+            // an asynchronous read would, so one fast sender cannot hold
+            // the loop for a whole message.
+            if (++reads_without_yield_ >= max_reads_without_yield) {
+                reads_without_yield_ = 0;
+                auto executor = co_await asio::this_coro::executor;
+                co_await asio::post(executor, asio::use_awaitable);
+            }
             co_return;
         }
+        reads_without_yield_ = 0;
         if (ready == tls::Stream::ReadNow::would_block) {
             // An idle session keeps no read buffer while it waits for its
             // peer, which saves 4 KiB per session when thousands are open.

@@ -109,8 +109,9 @@ class PipeliningServer(FakeServer):
 
     SOCKET_TIMEOUT = 5
 
-    def __init__(self, address, port):
+    def __init__(self, address, port, data_reply=b"354 go on"):
         self.groups = []
+        self.data_reply = data_reply
         super().__init__(address, port)
 
     def _session(self, connection):
@@ -126,9 +127,11 @@ class PipeliningServer(FakeServer):
                 held.append(verb.decode())
             elif verb == b"DATA":
                 self.groups.append(held + ["DATA"])
-                replies = b"250 2.1.0 ok\r\n" * len(held) + b"354 go on\r\n"
+                replies = b"250 2.1.0 ok\r\n" * len(held) + self.data_reply + b"\r\n"
                 connection.sendall(replies)
                 held = []
+                if not self.data_reply.startswith(b"354"):
+                    continue
                 data = []
                 for content in reader:
                     if content.rstrip(b"\r\n") == b".":
@@ -210,6 +213,20 @@ class ClientEdgesTest(lab.LabTestCase):
         self.assertEqual(server.groups, [["MAIL", "RCPT", "RCPT", "DATA"]])
         self.assertEqual(len(server.messages), 1)
         self.assertIn(b"pipelining", server.messages[0])
+
+    def test_success_reply_to_data_is_not_delivery(self):
+        # A server that replies 250 to DATA got no content: counting that
+        # as delivery would lose the message.
+        port = lab.free_port(PIPELINING_ADDRESS)
+        server = PipeliningServer(PIPELINING_ADDRESS, port, data_reply=b"250 2.0.0 ok")
+        self.addCleanup(server.stop)
+        relay = self.start_relay(port)
+
+        self.send(relay, "user@pipelining.test", "broken-data")
+        line = relay.wait_for_log(lab.delivery_pattern("user@pipelining.test"), DELIVERY_TIMEOUT)
+        self.assertEqual(line["status"], "deferred", line.string)
+        self.assertIn("unexpected reply to DATA", line.string)
+        self.assertEqual(server.messages, [])
 
     def test_address_literal_sends_no_sni(self):
         port = lab.free_port(LITERAL_ADDRESS)

@@ -315,9 +315,18 @@ TEST_CASE("spool recycles a delivered file") {
         writer.append("Subject: a long first message\r\n\r\n" + std::string(5000, 'a') + "\r\n");
         writer.commit();
     }
-    REQUIRE(spool.recycle(first.id, 4));
+    auto spare = spool.recycle(first.id, 4);
+    REQUIRE_FALSE(spare.empty());
     CHECK_FALSE(fs::exists(dir.path / "active" / first.id));
     CHECK_FALSE(spool.load(first.id));
+
+    // Until add_spare() (after the fsync of active/) the file is not used.
+    {
+        auto early = sample_envelope();
+        auto writer = spool.create(early);
+        CHECK(fs::exists(dir.path / "tmp" / early.id));
+    }
+    spool.add_spare(spare);
 
     // The next message reuses the file: none of the old bytes remain.
     auto second = sample_envelope();
@@ -334,6 +343,6 @@ TEST_CASE("spool recycles a delivered file") {
 
     // With `limit` spares ready the file stays for the caller to unlink.
     spool.make_spares(2);
-    CHECK_FALSE(spool.recycle(second.id, 2));
+    CHECK(spool.recycle(second.id, 2).empty());
     CHECK(fs::exists(dir.path / "active" / second.id));
 }

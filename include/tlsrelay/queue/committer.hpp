@@ -17,6 +17,8 @@
 #include <vector>
 
 #include <asio/associated_executor.hpp>
+#include <asio/execution/outstanding_work.hpp>
+#include <asio/prefer.hpp>
 #include <asio/async_result.hpp>
 #include <asio/awaitable.hpp>
 #include <asio/post.hpp>
@@ -78,7 +80,9 @@ template <typename Start>
 asio::awaitable<std::string> await_committer(Start start) {
     auto initiation = [start = std::move(start)](auto handler) mutable {
         auto shared = std::make_shared<decltype(handler)>(std::move(handler));
-        auto executor = asio::get_associated_executor(*shared);
+        // A tracked executor keeps the io_context's run() going until the
+        // committer has completed the request.
+        auto executor = asio::prefer(asio::get_associated_executor(*shared), asio::execution::outstanding_work.tracked);
         start([shared, executor](std::string error) {
             asio::post(executor, [shared, error = std::move(error)]() mutable { (*shared)(std::move(error)); });
         });

@@ -161,14 +161,17 @@ public:
     // never used is removed at the next start like any file in tmp/.
     void make_spares(std::size_t count);
 
-    // Removes a delivered message from active/ by turning its file into a
-    // spare, unless `limit` spares are ready; returns false when it did
-    // not, and the caller unlinks the file. A new message overwrites the
-    // old bytes and cuts off the rest. Reusing the inode spares the file
-    // system an inode allocation and release per message, which on ext4
-    // without a journal was a third of the relay's CPU time under load.
-    // As with unlink(), the removal is durable once active/ is fsync'd.
-    bool recycle(const std::string& id, std::size_t limit);
+    // Moves a delivered message's file from active/ into tmp/, to become a
+    // spare once the removal is durable (add_spare), unless `limit` spares
+    // are ready. Returns the new path, or an empty path when the file was
+    // not moved and the caller must unlink it. Reusing the inode spares the
+    // file system an inode allocation and release per message, which on
+    // ext4 without a journal was a third of the relay's CPU time under load.
+    std::filesystem::path recycle(const std::string& id, std::size_t limit);
+    // Makes a file moved by recycle() a spare. Call it only after active/
+    // was fsync'd, because until then a crash brings the old message back
+    // at that file. A new message overwrites the file and cuts off the rest.
+    void add_spare(const std::filesystem::path& file);
 
     // Removes unfinished files from tmp/ and reads every message in active/.
     // A file that cannot be parsed is moved to corrupt/ and logged.

@@ -61,6 +61,7 @@ private:
     std::size_t max_piece_;
     std::string buffer_;
     std::size_t start_ = 0;
+    int reads_without_yield_ = 0;  // reads in a row that found bytes at once
 };
 
 }  // namespace tlsrelay::smtp
