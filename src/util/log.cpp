@@ -148,17 +148,23 @@ std::vector<std::pair<std::string, std::string>> message_fields(std::string_view
 }
 
 std::string escape_control_characters(std::string_view message) {
+    std::string out;
+    append_escaped(out, message);
+    return out;
+}
+
+void append_escaped(std::string& out, std::string_view message) {
     auto needs_escape = [](char c) {
         auto byte = static_cast<unsigned char>(c);
         return byte < 0x20 || byte >= 0x7F;
     };
     if (std::none_of(message.begin(), message.end(), needs_escape)) {
-        return std::string(message);
+        out += message;
+        return;
     }
 
-    std::string out;
-    out.reserve(message.size() + 16);
-    auto append_escaped = [&out](unsigned char byte) {
+    out.reserve(out.size() + message.size() + 16);
+    auto append_byte = [&out](unsigned char byte) {
         char escaped[8];
         std::snprintf(escaped, sizeof escaped, "\\x%02X", byte);
         out += escaped;
@@ -177,14 +183,13 @@ std::string escape_control_characters(std::string_view message) {
             // A C0 control, DEL, a C1 control or a byte of invalid UTF-8,
             // which a terminal could also read as a C1 control.
             for (std::size_t end = i + std::max<std::size_t>(length, 1); i < end; ++i) {
-                append_escaped(static_cast<unsigned char>(message[i]));
+                append_byte(static_cast<unsigned char>(message[i]));
             }
             continue;
         }
         out.append(message.substr(i, length));
         i += length;
     }
-    return out;
 }
 
 std::string json_line(Level level, std::string_view message, std::string_view time, long pid) {
@@ -233,7 +238,7 @@ void write(Level level, std::string_view message) {
         // Clients choose much of what is logged (EHLO names, addresses), and
         // a raw control character could end the line or drive the terminal
         // that shows the log.
-        line += escape_control_characters(message);
+        append_escaped(line, message);
     }
     line += '\n';
 

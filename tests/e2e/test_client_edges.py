@@ -117,19 +117,19 @@ class PipeliningServer(FakeServer):
     def _session(self, connection):
         reader = connection.makefile("rb")
         connection.sendall(b"220 pipelining.test ESMTP fake\r\n")
-        held = []
+        pending_verbs = []  # MAIL and RCPT not yet replied to
         for raw in reader:
             line = raw.rstrip(b"\r\n")
             verb = line.split(b" ", 1)[0].upper()
             if verb == b"EHLO":
                 connection.sendall(b"250-pipelining.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
             elif verb in (b"MAIL", b"RCPT"):
-                held.append(verb.decode())
+                pending_verbs.append(verb.decode())
             elif verb == b"DATA":
-                self.groups.append(held + ["DATA"])
-                replies = b"250 2.1.0 ok\r\n" * len(held) + self.data_reply + b"\r\n"
+                self.groups.append(pending_verbs + ["DATA"])
+                replies = b"250 2.1.0 ok\r\n" * len(pending_verbs) + self.data_reply + b"\r\n"
                 connection.sendall(replies)
-                held = []
+                pending_verbs = []
                 if not self.data_reply.startswith(b"354"):
                     continue
                 data = []

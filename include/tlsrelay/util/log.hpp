@@ -43,6 +43,8 @@ std::vector<std::pair<std::string, std::string>> message_fields(std::string_view
 // hex digits. Everything else is kept, valid UTF-8 and backslashes
 // included, so one message stays one line.
 std::string escape_control_characters(std::string_view message);
+// Appends `message` to `out` escaped as above, without a copy of its own.
+void append_escaped(std::string& out, std::string_view message);
 
 // One JSON log line without its newline: "time", "level", "program", "pid",
 // "message", then message_fields(message), all values strings except pid.
